@@ -1,0 +1,11 @@
+"""Serve a predictor.py over HTTP."""
+
+from .errors import ServingError as ServingError
+from .errors import UnrecoverableError as UnrecoverableError
+from .events import emit_event as emit_event
+from .scheduler import batch as batch
+from .server import run as run
+
+__version__ = "1.0.0.dev0"
+
+__all__ = ["ServingError", "UnrecoverableError", "batch", "emit_event", "run"]

@@ -1,0 +1,5 @@
+"""python -m openbayes_serving -> the command line."""
+
+from .cli import main
+
+raise SystemExit(main())

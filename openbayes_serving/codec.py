@@ -1,0 +1,268 @@
+"""Decode request bodies, negotiate Accept, encode results and frame streams.
+
+Pure functions: values in, bytes out. ``app.py`` sends what they return.
+
+=====================  =====================================================
+predict() returns      the answer
+=====================  =====================================================
+dict / list / tuple    JSON, or MessagePack when Accept prefers it (else 406)
+None, bool, int,       the same JSON or MessagePack value
+float, numpy values
+str                    ``text/plain; charset=utf-8`` (Accept is not consulted)
+bytes                  ``image/png`` / ``image/jpeg`` when sniffed, else
+                       ``application/octet-stream``
+flask.Response         passed through as the WSGI application it is
+a generator            a stream: str/bytes raw, dicts as NDJSON, SSE on request
+=====================  =====================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from functools import lru_cache
+from typing import Any
+
+import msgpack
+import orjson
+
+from .errors import BadRequestError, NotAcceptableError
+
+
+class BodyKind(enum.Enum):
+    """How a request body is parsed, from its Content-Type."""
+
+    JSON = "json"
+    MSGPACK = "msgpack"
+    RAW = "raw"
+
+
+class Format(enum.Enum):
+    """How a structured result is encoded, from Accept."""
+
+    JSON = "application/json"
+    MSGPACK = "application/msgpack"
+
+
+JSON_TYPE = "application/json"
+MSGPACK_TYPE = "application/msgpack"
+TEXT_TYPE = "text/plain; charset=utf-8"
+NDJSON_TYPE = "application/x-ndjson"
+SSE_TYPE = "text/event-stream"
+OCTET_TYPE = "application/octet-stream"
+
+_MSGPACK_SUBTYPES = frozenset({"msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack"})
+_ACCEPTED = {
+    "application/json": Format.JSON,
+    "application/msgpack": Format.MSGPACK,
+    "application/x-msgpack": Format.MSGPACK,
+    "application/vnd.msgpack": Format.MSGPACK,
+    "application/vnd.messagepack": Format.MSGPACK,
+    "application/*": Format.JSON,
+    "*/*": Format.JSON,
+}
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_SCALARS = (type(None), bool, int, float)
+
+
+@lru_cache(maxsize=256)
+def body_kind(content_type: str | None) -> BodyKind:
+    """Classify a Content-Type header: JSON, one of the MessagePack aliases, or raw."""
+    if not content_type:
+        return BodyKind.RAW
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if not mime.startswith("application/"):
+        return BodyKind.RAW
+    subtype = mime[len("application/") :]
+    if subtype == "json":
+        return BodyKind.JSON
+    if subtype in _MSGPACK_SUBTYPES:
+        return BodyKind.MSGPACK
+    return BodyKind.RAW
+
+
+def decode_structured(body: bytes, kind: BodyKind) -> Any:
+    """Parse a JSON or MessagePack body.
+
+    Raises:
+        BadRequestError: the body does not parse.
+    """
+    if kind is BodyKind.JSON:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    try:
+        # Lengths are bounded by the body size (msgpack's defaults for unpackb), so a
+        # small body cannot declare a huge container.
+        return msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BadRequestError(f"request body is not valid MessagePack: {exc}") from None
+    except Exception as exc:  # msgpack raises bare Exceptions for some bad data
+        raise BadRequestError(f"request body is not valid MessagePack: {exc}") from None
+
+
+def decode_json_param(body: bytes, content_type: str | None) -> Any:
+    """The value of a ``json`` parameter: the body must be JSON or MessagePack."""
+    kind = body_kind(content_type)
+    if kind is BodyKind.RAW:
+        raise BadRequestError(
+            "request body must be JSON or MessagePack: send Content-Type: application/json "
+            f"or application/msgpack (got {content_type or 'no Content-Type'})"
+        )
+    return decode_structured(body, kind)
+
+
+def decode_payload_param(body: bytes, content_type: str | None) -> Any:
+    """The value of a ``payload`` parameter: parsed when structured, else raw bytes."""
+    kind = body_kind(content_type)
+    if kind is BodyKind.RAW:
+        return body
+    return decode_structured(body, kind)
+
+
+@lru_cache(maxsize=512)
+def negotiate(accept: str | None) -> Format:
+    """Pick JSON or MessagePack from an Accept header.
+
+    The highest q wins; among equals, the range listed first. No header means JSON.
+
+    Raises:
+        NotAcceptableError: Accept allows neither.
+    """
+    if not accept or not accept.strip():
+        return Format.JSON
+    ranges = []
+    for index, part in enumerate(accept.split(",")):
+        mime, _, params = part.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranges.append((-quality, index, mime.strip().lower()))
+    for neg_quality, _, mime in sorted(ranges):
+        if neg_quality < 0 and mime in _ACCEPTED:
+            return _ACCEPTED[mime]
+    raise NotAcceptableError(
+        f"cannot answer with {accept!r}: this endpoint answers application/json "
+        "or application/msgpack"
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    return _common_default(value)
+
+
+def _msgpack_default(value: Any) -> Any:
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    return _common_default(value)
+
+
+def _common_default(value: Any) -> Any:
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        return value.tolist()  # numpy arrays and scalars orjson does not take natively
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} cannot be encoded")
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON with bytes as base64 strings and non-ASCII text unescaped."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"predict() returned a value that is not JSON-serialisable: {exc}") from None
+
+
+def encode_msgpack(value: Any) -> bytes:
+    """MessagePack with bytes kept binary."""
+    try:
+        return msgpack.packb(value, default=_msgpack_default)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"predict() returned a value that is not MessagePack-serialisable: {exc}") from None
+
+
+def sniff_bytes(value: bytes) -> str:
+    """The content type of a bytes result: PNG, JPEG, or octet-stream."""
+    if value.startswith(b"\x89PNG"):
+        return "image/png"
+    if value.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return OCTET_TYPE
+
+
+def is_structured(value: Any) -> bool:
+    """True for values encoded as JSON or MessagePack."""
+    return isinstance(value, (dict, list, tuple, *_SCALARS)) or (
+        hasattr(value, "dtype") and hasattr(value, "tolist")
+    )
+
+
+def encode_result(value: Any, accept: str | None) -> tuple[bytes, str]:
+    """Encode a result that is not a stream nor a WSGI response.
+
+    Returns:
+        The body and its content type.
+
+    Raises:
+        NotAcceptableError: a structured result and an Accept that allows neither format.
+        TypeError: a value of a type that cannot be answered; the message lists the types.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8"), TEXT_TYPE
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return data, sniff_bytes(data)
+    if is_structured(value):
+        if negotiate(accept) is Format.MSGPACK:
+            return encode_msgpack(value), MSGPACK_TYPE
+        return encode_json(value), JSON_TYPE
+    raise TypeError(
+        f"predict() returned {type(value).__name__}, which cannot be answered. Return a "
+        "dict, list, tuple, str, bytes, number, None, numpy value, flask.Response or a generator."
+    )
+
+
+def stream_content_type(first: Any, sse: bool) -> str:
+    """The content type of a stream, chosen from its first chunk."""
+    if sse:
+        return SSE_TYPE
+    if isinstance(first, str):
+        return TEXT_TYPE
+    if isinstance(first, (bytes, bytearray, memoryview)):
+        return OCTET_TYPE
+    return NDJSON_TYPE
+
+
+def frame_chunk(chunk: Any, sse: bool) -> bytes:
+    """One stream chunk on the wire: raw text/bytes, an NDJSON line, or an SSE event."""
+    if sse:
+        if isinstance(chunk, (bytes, bytearray, memoryview)):
+            text = bytes(chunk).decode("utf-8", "replace")
+        elif isinstance(chunk, str):
+            text = chunk
+        else:
+            text = encode_json(chunk).decode("utf-8")
+        return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode("utf-8")
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    return encode_json(chunk) + b"\n"
+
+
+def sse_error(message: str) -> bytes:
+    """The SSE event that ends a stream whose generator raised."""
+    return b"event: error\ndata: " + encode_json({"error": message}) + b"\n\n"
+
+
+def wants_sse(accept: str | None) -> bool:
+    """True when the client asks for Server-Sent Events."""
+    return bool(accept) and SSE_TYPE in accept.lower()  # type: ignore[union-attr]

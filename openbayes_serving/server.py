@@ -1,0 +1,175 @@
+"""Embed gunicorn: the arbiter, uvicorn's event-loop worker, signals, drain and exit codes.
+
+Exit codes (the arbiter halts, rather than respawning, on 3 and 4):
+
+- 2: the predictor or a setting is wrong; found before any process forks.
+- 3: the worker could not build the model (``__init__`` raised, no model file): the
+  arbiter sees WORKER_BOOT_ERROR and stops with 3.
+- 4: ``UnrecoverableError`` (or ``run()`` raising in production): readiness goes false,
+  requests in flight finish, the worker exits with APP_LOAD_ERROR and the arbiter stops
+  with 4, so the platform restarts the container.
+- 0: SIGTERM: readiness goes false, requests in flight finish within graceful_timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import orjson
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker
+
+from .app import REQUEST_ID, ServingApp, create_app
+from .errors import StartupError
+from .predictor import PredictorSpec, inspect_predictor
+from .settings import Settings, public_fields, resolve_settings
+
+logger = logging.getLogger(__name__)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d [%(request_id)s] %(name)s: %(message)s"
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """Log to stderr with the request id on every line, unless the host configured logging."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if any(getattr(h, "_openbayes", False) for h in root.handlers):
+        for handler in root.handlers:
+            handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+        return
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler._openbayes = True  # type: ignore[attr-defined]
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root.addHandler(handler)
+
+
+class _DrainingServer(Server):
+    """uvicorn's server, telling the app to drain before it stops accepting."""
+
+    def __init__(self, config: Any, app: ServingApp) -> None:
+        super().__init__(config)
+        self.serving_app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.serving_app.start_draining()
+        super().handle_exit(sig, frame)
+
+
+class Worker(UvicornWorker):
+    """uvicorn's gunicorn worker with the lifespan required and our exit codes."""
+
+    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "lifespan": "on"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = int(self.cfg.graceful_timeout)
+        self.config.access_log = False
+        self._exit_code = 0
+        self._server: _DrainingServer | None = None
+
+    async def _serve(self) -> None:
+        # Runs in the worker, after the fork: self.wsgi is the ServingApp from load().
+        app: ServingApp = self.wsgi
+        app._on_fatal = self._fatal
+        self.config.app = app
+        self._server = _DrainingServer(self.config, app)
+        self._install_sigquit_handler()
+        await self._server.serve(sockets=self.sockets)
+        if not self._server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        if self._exit_code:
+            sys.exit(self._exit_code)
+
+    def _fatal(self, code: int, drain: bool) -> None:
+        """Leave with ``code``: at once (load failed) or after draining (unrecoverable)."""
+        if not drain or self._server is None:
+            logging.shutdown()
+            os._exit(code)
+        self._exit_code = code
+        self._server.should_exit = True
+
+
+class Application(BaseApplication):  # type: ignore[misc]
+    """gunicorn's application: settings in, our worker class, the app built after the fork."""
+
+    def __init__(self, spec: PredictorSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        options = {
+            "bind": [f"{host}:{s.bind_port}"],
+            "workers": s.workers,
+            "worker_class": Worker,
+            "graceful_timeout": int(s.graceful_timeout) + 5,
+            "keepalive": max(1, int(s.keepalive)),
+            "timeout": 120,
+            "preload_app": False,
+            "loglevel": s.log_level,
+            "accesslog": None,
+            "proc_name": f"openbayes-serving: {self.spec.name}",
+        }
+        if "control_socket_disable" in self.cfg.settings:
+            # Several servers on one machine must not fight over one control socket.
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> ServingApp:
+        return create_app(self.spec, self.settings)
+
+
+def run(predictor_cls: type, **settings: Any) -> None:
+    """Serve ``predictor_cls`` over HTTP; blocks until the server stops.
+
+    Keyword arguments are settings (see the README's table) and beat flags and the
+    environment. Exits the process with the codes in this module's docstring.
+    """
+    try:
+        resolved = resolve_settings(settings, sys.argv[1:])
+        configure_logging(resolved.log_level, resolved.log_format)
+        spec = inspect_predictor(predictor_cls, resolved)
+    except StartupError as exc:
+        sys.stderr.write(f"openbayes-serving: error: {exc}\n")
+        sys.exit(2)
+    logger.info(
+        "starting %s (%s mode) on http://%s:%d; %s",
+        spec.name,
+        resolved.mode.value,
+        resolved.host,
+        resolved.bind_port,
+        ", ".join(f"{f.name}={getattr(resolved, f.name)!r}" for f in public_fields() if f.name != "api_key"),
+    )
+    Application(spec, resolved).run()

@@ -1,0 +1,135 @@
+"""Fixtures shared by the test suite: free ports, real server processes, tiny models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PREDICTORS = Path(__file__).resolve().parent / "predictors"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll ``url/readyz`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """Stop a server by pid: SIGTERM, wait, then SIGKILL. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The current environment without OPENBAYES_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBAYES_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+class Server:
+    """A server process started by the ``serve`` fixture."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, port: int) -> None:
+        self.proc = proc
+        self.url = url
+        self.port = port
+
+    def stop(self, timeout: float = 20.0) -> int:
+        return stop(self.proc, timeout)
+
+
+@pytest.fixture(autouse=True)
+def _no_openbayes_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("OPENBAYES_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """One server per (predictor, args) for the whole session, for tests that only read.
+
+    Returns the base URL. Tests that stop, kill or overload a server use ``serve``.
+    """
+    servers: dict[tuple[str, ...], Server] = {}
+
+    def start(name: str, *args: str, **env: str) -> str:
+        key = (name, *args, *sorted(f"{k}={v}" for k, v in env.items()))
+        if key not in servers:
+            port = free_port()
+            cmd = [sys.executable, str(PREDICTORS / f"{name}.py"), "--host", "127.0.0.1", "--port", str(port), *args]
+            proc = subprocess.Popen(cmd, cwd=tmp_path_factory.mktemp(name), env=clean_env(**env))
+            server = Server(proc, f"http://127.0.0.1:{port}", port)
+            servers[key] = server
+            wait_ready(server.url, proc)
+        return servers[key].url
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``python <script> --host 127.0.0.1 --port P [args]`` and wait until ready.
+
+    ``script`` is a name in tests/predictors/ or a path. Stops every server by pid.
+    """
+    servers: list[Server] = []
+
+    def start(
+        script: str | Path,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        timeout: float = 60.0,
+    ) -> Server:
+        path = Path(script) if os.sep in str(script) else PREDICTORS / f"{script}.py"
+        port = free_port()
+        cmd = [sys.executable, str(path), "--host", "127.0.0.1", "--port", str(port), *args]
+        proc = subprocess.Popen(cmd, cwd=cwd or tmp_path, env=clean_env(**(env or {})))
+        server = Server(proc, f"http://127.0.0.1:{port}", port)
+        servers.append(server)
+        if ready:
+            wait_ready(server.url, proc, timeout)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

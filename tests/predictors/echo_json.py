@@ -1,0 +1,10 @@
+import openbayes_serving as serv
+
+
+class Predictor:
+    def predict(self, json):
+        return json
+
+
+if __name__ == "__main__":
+    serv.run(Predictor)
