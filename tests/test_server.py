@@ -1,0 +1,127 @@
+"""Real server processes: start-up errors, exit codes, SIGTERM drain, unrecoverable errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import PREDICTORS, clean_env, free_port, wait_ready
+
+STARTUP_FATAL = [
+    pytest.param(
+        "unknown_init_param",
+        ["Predictor.__init__() asks for 'modle'", "Names it can ask for: onnx, config, device."],
+        id="unknown-init-param",
+    ),
+    pytest.param(
+        "unknown_predict_param",
+        [
+            "Predictor.predict() asks for 'jsn'",
+            "Names it can ask for: json, payload, data, params, args, headers, request.",
+        ],
+        id="unknown-predict-param",
+    ),
+    pytest.param("no_predict", ["Predictor has no predict() method"], id="no-predict"),
+    pytest.param("asks_onnx", ["asks for 'onnx' but no .onnx file was found"], id="no-model"),
+    pytest.param(
+        "stream_with_postprocess",
+        ["Predictor.predict() is a generator (it streams), so Predictor.postprocess() cannot run"],
+        id="stream-with-postprocess",
+    ),
+]
+
+
+def run_to_exit(name: str, *args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(PREDICTORS / f"{name}.py"), "--host", "127.0.0.1", "--port", str(free_port()), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(**env))
+
+
+@pytest.mark.parametrize(("name", "expected"), STARTUP_FATAL)
+def test_predictor_that_breaks_the_convention_exits_2_with_one_line(name, expected, tmp_path):
+    result = run_to_exit(name)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1
+    for text in expected:
+        assert text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_exits_2_naming_the_setting():
+    result = run_to_exit("echo_json", OPENBAYES_SERVING_PREDICT_CONCURRENCY="0")
+    assert result.returncode == 2
+    assert "predict_concurrency must be a positive integer (got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)" in result.stderr
+
+
+def test_init_that_raises_exits_non_zero_once_without_respawn_loop():
+    started = time.monotonic()
+    result = run_to_exit("init_raises")
+    assert result.returncode == 3
+    assert time.monotonic() - started < 20
+    assert "Predictor.__init__() raised RuntimeError: weights file is corrupt (init_raises.py:6)" in result.stderr
+    assert result.stderr.count("Booting worker") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
+    server = serve("sleeper", "--graceful-timeout", "20")
+    answers: list[int] = []
+
+    def call(i: int) -> None:
+        rv = requests.post(server.url, json={"sleep": 0.3, "id": i}, timeout=30)
+        answers.append(rv.status_code)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # every request is accepted: one runs, the rest wait in the queue
+    server.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    assert server.proc.wait(timeout=30) == 0
+    assert answers == [200] * 6
+
+
+def test_readyz_turns_503_while_draining(serve):
+    server = serve("sleeper", "--graceful-timeout", "20")
+    slow = threading.Thread(target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 1.5}, "timeout": 30})
+    slow.start()
+    time.sleep(0.3)
+    session = requests.Session()
+    assert session.get(server.url + "/readyz", timeout=5).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    try:
+        status = session.get(server.url + "/readyz", timeout=5).status_code
+    except requests.ConnectionError:
+        status = None  # the listener is closed: new connections are refused, as they should be
+    assert status in (503, None)
+    slow.join(30)
+    assert server.proc.wait(timeout=30) == 0
+
+
+def test_unrecoverable_error_answers_500_drains_in_flight_and_exits_non_zero(serve):
+    server = serve("unrecoverable", "--predict-concurrency", "2")
+    in_flight: list[int] = []
+    slow = threading.Thread(
+        target=lambda: in_flight.append(requests.post(server.url, json={"sleep": 1.0}, timeout=30).status_code)
+    )
+    slow.start()
+    time.sleep(0.3)
+    rv = requests.post(server.url, json={"fail": True}, timeout=10)
+    assert rv.status_code == 500
+    assert "unrecoverable" in rv.json()["error"]
+    slow.join(30)
+    assert in_flight == [200]
+    assert server.proc.wait(timeout=30) == 4
+
+
+def test_model_loads_after_the_fork_and_healthz_answers(serve):
+    server = serve("echo_json")
+    assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "ready"}
