@@ -102,7 +102,9 @@ class ServingApp:
         self.pipeline: Pipeline | None = None
         self.scheduler: Scheduler | None = None
         self._on_fatal = on_fatal or (lambda code, drain: None)
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pre-post")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.preprocess_threads, thread_name_prefix="pre-post"
+        )
         self._cors = _cors_headers(settings.cors_origins)
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self.load_error: PredictorError | None = None

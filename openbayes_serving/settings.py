@@ -136,6 +136,9 @@ class Settings:
     max_body_size: int = _setting(
         32 * 1024 * 1024, _positive_int, "Largest request body in bytes; larger is 413."
     )
+    preprocess_threads: int = _setting(
+        32, _positive_int, "Threads that run preprocess() and postprocess() outside the lock."
+    )
     devices: tuple[str, ...] = _setting(
         ("cpu",),
         _devices,

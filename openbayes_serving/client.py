@@ -1,0 +1,480 @@
+"""Call a running openbayes-serving predictor over HTTP: predict, stream, health, readiness.
+
+Built on ``requests`` and ``msgpack`` only; it imports nothing else from the package, so
+it can be used from any program that talks to a server.
+
+Example::
+
+    with Client("http://127.0.0.1:25252") as client:
+        answer = client.predict(json={"text": "hello"})
+        for chunk in client.stream(json={"prompt": "hi"}, sse=True):
+            print(chunk)
+"""
+
+from __future__ import annotations
+
+import codecs
+import json as jsonlib
+import logging
+import mimetypes
+import time
+from collections.abc import Generator, Iterator, Mapping
+from types import TracebackType
+from typing import IO, Any, Union
+
+import requests
+from msgpack import packb, unpackb
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+MSGPACK_TYPE = "application/msgpack"
+NDJSON_TYPE = "application/x-ndjson"
+SSE_TYPE = "text/event-stream"
+OCTET_TYPE = "application/octet-stream"
+_MSGPACK_TYPES = frozenset(
+    {
+        MSGPACK_TYPE,
+        "application/x-msgpack",
+        "application/vnd.msgpack",
+        "application/vnd.messagepack",
+    },
+)
+_ERROR_TEXT_LIMIT = 500
+
+Timeout = Union[float, tuple[float, float], None]
+RawBody = Union[bytes, bytearray, IO[bytes]]
+
+
+class PredictError(Exception):
+    """The server answered with a 4xx or 5xx status.
+
+    Attributes:
+        status_code: The HTTP status.
+        body: The decoded error body: a dict such as ``{"error": "..."}`` for the runtime's
+            JSON errors, else the body as text.
+        request_id: The ``X-Request-Id`` of the answer, to find the request in the logs.
+    """
+
+    def __init__(self, status_code: int, body: Any, request_id: str | None) -> None:
+        super().__init__(status_code, body, request_id)
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+
+    @property
+    def message(self) -> str:
+        """The ``error`` field of a JSON error body, else the start of the body text."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
+            return str(self.body["error"])
+        text = self.body if isinstance(self.body, str) else repr(self.body)
+        text = text.strip()
+        if len(text) > _ERROR_TEXT_LIMIT:
+            text = text[:_ERROR_TEXT_LIMIT] + "..."
+        return text or "(empty body)"
+
+    @property
+    def traceback(self) -> str | None:
+        """The server's traceback, sent with 500 answers in local mode only."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("traceback"), str):
+            return str(self.body["traceback"])
+        return None
+
+    def __str__(self) -> str:
+        where = f" (request id {self.request_id})" if self.request_id else ""
+        return f"HTTP {self.status_code}: {self.message}{where}"
+
+
+class Client:
+    """A connection to one predictor server, kept alive between calls.
+
+    Args:
+        url: The server's base URL, such as ``http://127.0.0.1:25252``. ``predict`` and
+            ``stream`` POST to it; ``health`` and ``ready`` GET ``/healthz`` and ``/readyz``
+            under it.
+        timeout: Seconds to wait for the connection and for each read (a ``(connect,
+            read)`` pair is accepted, ``None`` waits forever). For a stream this bounds
+            the wait between two chunks, not the whole stream.
+        api_key: Sent as ``Authorization: Bearer KEY`` when the server requires a key.
+    """
+
+    def __init__(self, url: str, timeout: Timeout = 60, api_key: str | None = None) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.session = requests.Session()
+        if api_key is not None:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections of the underlying session."""
+        self.session.close()
+
+    def predict(
+        self,
+        json: Any = None,
+        data: RawBody | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        msgpack: bool = False,
+        content_type: str | None = None,
+    ) -> Any:
+        """Send one request and return the decoded answer.
+
+        Args:
+            json: A value sent as JSON (or MessagePack with ``msgpack=True``).
+            data: Raw bytes or a binary file object, sent as they are; give their type in
+                ``content_type`` (default: guessed from a file's name, else
+                ``application/octet-stream``). Not together with ``json``.
+            params: Query string parameters, passed to the predictor as ``params``.
+            headers: Extra request headers; they win over the ones set here.
+            msgpack: Send ``json`` as MessagePack and ask for a MessagePack answer.
+            content_type: The Content-Type of the body, overriding the default.
+
+        Returns:
+            =========================================  ======================================
+            the server answered                        returned as
+            =========================================  ======================================
+            ``application/json``, MessagePack          the decoded value (dict, list, ...)
+            ``text/*``                                 ``str``
+            ``application/x-ndjson``                   a list of the decoded lines
+            ``text/event-stream``                      a list of chunks, as ``stream`` yields
+            anything else (images, octet-stream)       ``bytes``
+            =========================================  ======================================
+
+        Raises:
+            PredictError: The server answered 4xx or 5xx.
+            ValueError: Both ``json`` and ``data`` were given.
+            requests.RequestException: The request did not get an answer.
+        """
+        accept = MSGPACK_TYPE if msgpack else JSON_TYPE
+        body, sent = _request_body(json, data, msgpack, content_type, accept, headers)
+        response = self._post(body, params, sent, stream=False)
+        if response.status_code >= 400:
+            raise _predict_error(response)
+        return _decode(response)
+
+    def stream(
+        self,
+        json: Any = None,
+        data: RawBody | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        msgpack: bool = False,
+        content_type: str | None = None,
+        sse: bool = False,
+    ) -> ChunkStream:
+        """Send one request and iterate over the answer's chunks as they arrive.
+
+        The request is sent, and its status checked, before this returns. Close the
+        stream (or use it in a ``with`` block) to leave early; the server then stops the
+        predictor's generator.
+
+        Args:
+            json: As in ``predict``.
+            data: As in ``predict``.
+            params: As in ``predict``.
+            headers: As in ``predict``.
+            msgpack: Send ``json`` as MessagePack.
+            content_type: As in ``predict``.
+            sse: Ask for Server-Sent Events (``Accept: text/event-stream``) instead of NDJSON.
+
+        Returns:
+            An iterator of chunks: dicts (or other JSON values) for NDJSON lines; for SSE,
+            the data of each event, parsed when it is a JSON object or array, else ``str``;
+            ``str`` pieces of a ``text/*`` stream; ``bytes`` pieces of a binary stream. An
+            answer that is not a stream (plain JSON, for example) gives one decoded chunk.
+
+        Raises:
+            PredictError: The server answered 4xx or 5xx, or (while iterating) an SSE
+                stream ended with an ``error`` event.
+            ValueError: Both ``json`` and ``data`` were given.
+            requests.RequestException: The request did not get an answer.
+        """
+        structured = MSGPACK_TYPE if msgpack else JSON_TYPE
+        accept = f"{SSE_TYPE if sse else NDJSON_TYPE}, {structured};q=0.9"
+        body, sent = _request_body(json, data, msgpack, content_type, accept, headers)
+        response = self._post(body, params, sent, stream=True)
+        if response.status_code >= 400:
+            try:
+                error = _predict_error(response)
+            finally:
+                response.close()
+            raise error
+        return ChunkStream(response)
+
+    def health(self) -> bool:
+        """True when ``GET /healthz`` answers 200: the process is alive."""
+        return self._probe("healthz")
+
+    def ready(self) -> bool:
+        """True when ``GET /readyz`` answers 200: the model is loaded and not draining."""
+        return self._probe("readyz")
+
+    def _post(
+        self,
+        body: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        stream: bool,
+    ) -> requests.Response:
+        started = time.perf_counter()
+        response = self.session.post(
+            self.url,
+            data=body,
+            params=params,
+            headers=headers,
+            timeout=self.timeout,
+            stream=stream,
+        )
+        logger.debug(
+            "POST %s answered %d %s in %.1f ms (request id %s)",
+            self.url,
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+            (time.perf_counter() - started) * 1000,
+            response.headers.get("X-Request-Id"),
+        )
+        return response
+
+    def _probe(self, path: str) -> bool:
+        url = f"{self.url.rstrip('/')}/{path}"
+        try:
+            with self.session.get(url, timeout=self.timeout) as response:
+                return response.status_code == 200
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            logger.debug("GET %s failed: %s", url, exc)
+            return False
+
+
+class ChunkStream(Iterator[Any]):
+    """The chunks of a streamed answer, read from the connection as they arrive.
+
+    Iterate over it; ``close()`` (or leaving a ``with`` block) drops the connection. It
+    is closed by itself once the last chunk has been read.
+
+    Attributes:
+        status_code: The HTTP status of the answer.
+        content_type: Its ``Content-Type`` header.
+        request_id: Its ``X-Request-Id`` header.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.content_type = response.headers.get("Content-Type", "")
+        self.request_id = response.headers.get("X-Request-Id")
+        self._chunks = self._read()
+
+    def __iter__(self) -> ChunkStream:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading and close the connection."""
+        self._chunks.close()
+        self.response.close()
+
+    def _read(self) -> Generator[Any, None, None]:
+        mime = _media_type(self.content_type)
+        # chunk_size=None hands over each piece as it arrives instead of filling a buffer.
+        pieces = self.response.iter_content(chunk_size=None)
+        try:
+            if mime == NDJSON_TYPE:
+                yield from _ndjson_chunks(pieces)
+            elif mime == SSE_TYPE:
+                for event, data in _sse_events(pieces):
+                    if event == "error":
+                        raise PredictError(self.status_code, _sse_value(data), self.request_id)
+                    yield _sse_value(data)
+            elif mime.startswith("text/"):
+                decoder = codecs.getincrementaldecoder(_charset(self.content_type))("replace")
+                for piece in pieces:
+                    text = decoder.decode(piece)
+                    if text:
+                        yield text
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            elif _is_structured(mime):
+                yield _decode(self.response)
+            else:
+                yield from (piece for piece in pieces if piece)
+        finally:
+            self.response.close()
+
+
+def _request_body(
+    json: Any,
+    data: RawBody | None,
+    msgpack: bool,
+    content_type: str | None,
+    accept: str,
+    headers: Mapping[str, str] | None,
+) -> tuple[Any, dict[str, str]]:
+    """The body to send and the headers that go with it."""
+    if json is not None and data is not None:
+        raise ValueError("give either json or data, not both")
+    sent = {"Accept": accept}
+    body: Any = None
+    if json is not None:
+        if msgpack:
+            body = packb(json, use_bin_type=True)
+            sent["Content-Type"] = content_type or MSGPACK_TYPE
+        else:
+            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            sent["Content-Type"] = content_type or JSON_TYPE
+    elif data is not None:
+        body = data
+        sent["Content-Type"] = content_type or _guess_type(data)
+    elif content_type:
+        sent["Content-Type"] = content_type
+    sent.update(headers or {})
+    return body, sent
+
+
+def _guess_type(data: RawBody) -> str:
+    name = getattr(data, "name", None)
+    if isinstance(name, str):
+        guessed, _ = mimetypes.guess_type(name)
+        if guessed:
+            return guessed
+    return OCTET_TYPE
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _charset(content_type: str | None) -> str:
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            name = value.strip().strip('"')
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                logger.debug("unknown charset %r, decoding as UTF-8", name)
+    return "utf-8"
+
+
+def _is_structured(mime: str) -> bool:
+    return mime == JSON_TYPE or mime.endswith("+json") or mime in _MSGPACK_TYPES
+
+
+def _decode(response: requests.Response) -> Any:
+    """The body of a complete answer, decoded by its Content-Type (see ``Client.predict``)."""
+    content_type = response.headers.get("Content-Type")
+    mime = _media_type(content_type)
+    content = response.content
+    if mime in _MSGPACK_TYPES:
+        return unpackb(content, raw=False) if content else None
+    if mime == JSON_TYPE or mime.endswith("+json"):
+        return jsonlib.loads(content) if content else None
+    if mime == NDJSON_TYPE:
+        return list(_ndjson_chunks(iter([content])))
+    if mime == SSE_TYPE:
+        return [_sse_value(data) for _, data in _sse_events(iter([content]))]
+    if mime.startswith("text/"):
+        return content.decode(_charset(content_type), "replace")
+    return content
+
+
+def _predict_error(response: requests.Response) -> PredictError:
+    """A PredictError for a 4xx/5xx answer; a body that does not decode is kept as text."""
+    request_id = response.headers.get("X-Request-Id")
+    mime = _media_type(response.headers.get("Content-Type"))
+    body: Any = None
+    if _is_structured(mime):
+        try:
+            body = _decode(response)
+        except ValueError:
+            logger.debug("the %d answer's %s body does not decode", response.status_code, mime)
+    if body is None:
+        body = response.content.decode(_charset(response.headers.get("Content-Type")), "replace")
+    return PredictError(response.status_code, body, request_id)
+
+
+def _ndjson_chunks(pieces: Iterator[bytes]) -> Iterator[Any]:
+    """Decode NDJSON: one JSON value for each non-empty line."""
+    buffer = b""
+    for piece in pieces:
+        buffer += piece
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield jsonlib.loads(line)
+    if buffer.strip():
+        yield jsonlib.loads(buffer)
+
+
+def _sse_events(pieces: Iterator[bytes]) -> Iterator[tuple[str, str]]:
+    """Parse Server-Sent Events into ``(event name, data)`` pairs; comments are skipped."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    buffer = ""
+    for piece in pieces:
+        buffer += decoder.decode(piece)
+        # A "\r" at the end may be the first half of a "\r\n" split across two pieces.
+        held = "\r" if buffer.endswith("\r") else ""
+        text = buffer[: len(buffer) - len(held)].replace("\r\n", "\n").replace("\r", "\n")
+        *blocks, buffer = text.split("\n\n")
+        buffer += held
+        for block in blocks:
+            event = _sse_event(block)
+            if event is not None:
+                yield event
+    buffer += decoder.decode(b"", final=True)
+    if buffer.strip():
+        event = _sse_event(buffer.replace("\r\n", "\n").replace("\r", "\n"))
+        if event is not None:
+            yield event
+
+
+def _sse_event(block: str) -> tuple[str, str] | None:
+    name = "message"
+    data: list[str] = []
+    for line in block.split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    if not data:
+        return None
+    return name, "\n".join(data)
+
+
+def _sse_value(data: str) -> Any:
+    """An SSE event's data: parsed when it is a JSON object or array, else the text."""
+    if data[:1] in ("{", "["):
+        try:
+            return jsonlib.loads(data)
+        except ValueError:
+            return data
+    return data

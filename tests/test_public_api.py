@@ -1,0 +1,32 @@
+"""The public API and the 0.5.0 compatibility imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import openbayes_serving
+
+
+def test_all_is_exactly_the_public_names():
+    public = {
+        name
+        for name, value in vars(openbayes_serving).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert set(openbayes_serving.__all__) == public
+
+
+def test_common_serving_error_is_the_same_class():
+    from openbayes_serving.common import ServingError
+
+    assert ServingError is openbayes_serving.ServingError
+    error = ServingError("nope", 404, {"k": 1})
+    assert (error.message, error.status_code, error.payload) == ("nope", 404, {"k": 1, "error": "nope"})
+
+
+def test_importing_the_package_loads_no_onnxruntime_nor_torch():
+    code = "import sys, openbayes_serving; print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
