@@ -1,4 +1,4 @@
-"""create_app(spec, settings) -> the ASGI app: routes, the one error mapping, request ids, CORS.
+"""create_app(spec, settings) -> the ASGI app: lifecycle, routes, predict path, error mapping.
 
 The model is built after the fork, on a loader thread started by the ASGI lifespan, so
 ``/healthz`` answers while it loads and ``/readyz`` answers 503 until it is ready.
@@ -15,9 +15,7 @@ import logging
 import threading
 import time
 import traceback
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from typing import Any, Callable
 
 from . import codec, flask_compat
@@ -32,10 +30,19 @@ from .errors import (
     UnauthorizedError,
     UnrecoverableError,
 )
-from .events import PLATFORM_REQUEST_ID
 from .inject import HttpRequest
 from .metrics import Metrics
 from .predictor import STREAMED, Pipeline, PredictCall, PredictorSpec, build_instance
+from .responses import (
+    Receive,
+    RequestInfo,
+    Responder,
+    Send,
+    StreamStart,
+    guess_type,
+    preflight,
+    ui_file,
+)
 from .scheduler import Channel, Scheduler
 from .settings import Settings
 
@@ -43,9 +50,6 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GREETING = {"message": "The service works: POST a request to this address to run a prediction."}
-Send = Callable[[dict[str, Any]], Any]
-Receive = Callable[[], Any]
-Headers = list[tuple[bytes, bytes]]
 
 
 class Health(enum.Enum):
@@ -55,35 +59,6 @@ class Health(enum.Enum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
-
-
-class _Ctx:
-    """Per-request facts taken from the headers in one pass."""
-
-    __slots__ = ("request_id", "content_type", "accept", "origin", "content_length", "auth")
-
-    def __init__(self, headers: Headers) -> None:
-        self.request_id = self.content_type = self.accept = self.origin = None
-        self.content_length = self.auth = None
-        given = platform = None
-        for name, value in headers:
-            if name == b"content-type":
-                self.content_type = value.decode("latin-1")
-            elif name == b"accept":
-                self.accept = value.decode("latin-1")
-            elif name == b"content-length":
-                self.content_length = value
-            elif name == b"origin":
-                self.origin = value
-            elif name == b"x-request-id":
-                given = value.decode("latin-1")[:128]
-            elif name == b"x-openbayes-serving-request-id":
-                platform = value.decode("latin-1")[:128]
-            elif name in (b"authorization", b"x-api-key"):
-                self.auth = (name, value)
-        self.request_id = given or platform or uuid.uuid4().hex
-        if platform and platform.isdigit():
-            PLATFORM_REQUEST_ID.set(int(platform))
 
 
 class ServingApp:
@@ -105,7 +80,7 @@ class ServingApp:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.preprocess_threads, thread_name_prefix="pre-post"
         )
-        self._cors = _cors_headers(settings.cors_origins)
+        self._out = Responder(settings.cors_origins)
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self.load_error: PredictorError | None = None
 
@@ -173,6 +148,7 @@ class ServingApp:
     # ---- ASGI --------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI entry: HTTP requests and the lifespan."""
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -190,7 +166,7 @@ class ServingApp:
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        ctx = _Ctx(scope["headers"])
+        ctx = RequestInfo(scope["headers"])
         token = REQUEST_ID.set(ctx.request_id)
         started = time.perf_counter()
         status = 500
@@ -202,48 +178,66 @@ class ServingApp:
             self.metrics.observe_request(scope["path"], status, time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
-    async def _route(self, scope: dict[str, Any], receive: Receive, send: Send, ctx: _Ctx) -> int:
+    async def _route(
+        self, scope: dict[str, Any], receive: Receive, send: Send, ctx: RequestInfo
+    ) -> int:
         method, path = scope["method"], scope["path"]
         if method == "OPTIONS":
-            return await self._respond(send, ctx, 204, b"", None, _preflight(scope["headers"]))
+            return await self._out.respond(send, ctx, 204, b"", None, preflight(scope["headers"]))
         if path == "/":
             if method == "POST":
                 self._authorize(ctx)
                 return await self._predict(scope, receive, send, ctx)
             if method in ("GET", "HEAD"):
                 if ctx.accept and "text/html" in ctx.accept:
-                    return await self._respond(send, ctx, 200, _ui_file("index.html"), "text/html; charset=utf-8")
-                return await self._respond(send, ctx, 200, codec.encode_json(GREETING), codec.JSON_TYPE)
+                    return await self._out.respond(
+                        send, ctx, 200, ui_file("index.html"), "text/html; charset=utf-8"
+                    )
+                return await self._out.respond(
+                    send, ctx, 200, codec.encode_json(GREETING), codec.JSON_TYPE
+                )
             raise MethodNotAllowedError(f"{method} / is not allowed: use GET or POST")
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowedError(f"{method} {path} is not allowed")
         if path == "/healthz":
             ok = self.health is not Health.FAILED
-            return await self._json(send, ctx, 200 if ok else 503, {"status": self.health.value})
+            return await self._out.json(
+                send, ctx, 200 if ok else 503, {"status": self.health.value}
+            )
         if path == "/readyz":
             ready = self.health is Health.READY
-            return await self._json(send, ctx, 200 if ready else 503, {"status": self.health.value})
+            return await self._out.json(
+                send, ctx, 200 if ready else 503, {"status": self.health.value}
+            )
         if path == "/metrics":
             self._authorize(ctx)
             body = self.metrics.render(self.scheduler)
-            return await self._respond(send, ctx, 200, body, "text/plain; version=0.0.4; charset=utf-8")
+            return await self._out.respond(
+                send, ctx, 200, body, "text/plain; version=0.0.4; charset=utf-8"
+            )
         if path.startswith("/ui/"):
-            return await self._respond(send, ctx, 200, _ui_file(path[4:]), _guess_type(path))
+            return await self._out.respond(send, ctx, 200, ui_file(path[4:]), guess_type(path))
         raise NotFoundError(f"no route for {path}: POST / to predict")
 
-    def _authorize(self, ctx: _Ctx) -> None:
+    def _authorize(self, ctx: RequestInfo) -> None:
         if self._api_key is None:
             return
         given = b""
         if ctx.auth is not None:
             name, value = ctx.auth
-            given = value[7:] if name == b"authorization" and value[:7].lower() == b"bearer " else value
+            given = (
+                value[7:] if name == b"authorization" and value[:7].lower() == b"bearer " else value
+            )
         if not hmac.compare_digest(given, self._api_key):
             raise UnauthorizedError("missing or wrong API key: send Authorization: Bearer <key>")
 
-    async def _read_body(self, receive: Receive, ctx: _Ctx) -> bytes:
+    async def _read_body(self, receive: Receive, ctx: RequestInfo) -> bytes:
         limit = self.settings.max_body_size
-        if ctx.content_length is not None and ctx.content_length.isdigit() and int(ctx.content_length) > limit:
+        if (
+            ctx.content_length is not None
+            and ctx.content_length.isdigit()
+            and int(ctx.content_length) > limit
+        ):
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
         message = await receive()
         body = message.get("body", b"")
@@ -264,9 +258,15 @@ class ServingApp:
         call = functools.partial(contextvars.copy_context().run, func, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
-    async def _predict(self, scope: dict[str, Any], receive: Receive, send: Send, ctx: _Ctx) -> int:
+    async def _predict(
+        self, scope: dict[str, Any], receive: Receive, send: Send, ctx: RequestInfo
+    ) -> int:
         if self.health is not Health.READY or self.pipeline is None or self.scheduler is None:
-            reason = "the model is loading" if self.health is Health.STARTING else "the server is shutting down"
+            reason = (
+                "the model is loading"
+                if self.health is Health.STARTING
+                else "the server is shutting down"
+            )
             raise OverloadedError(f"not ready: {reason}", retry_after=1)
         deadline = time.monotonic() + self.settings.request_timeout
         pipeline, spec = self.pipeline, self.spec
@@ -279,18 +279,20 @@ class ServingApp:
             else:
                 value = await self._offload(pipeline.run_preprocess, value, request)
         result = await self._schedule(value, request, deadline)
-        if isinstance(result, _StreamStart):
-            return await self._stream(send, receive, ctx, result)
+        if isinstance(result, StreamStart):
+            return await self._out.stream(send, receive, ctx, result)
         if pipeline.postprocess is not None:
             if spec.postprocess_is_async:
                 result = await pipeline.postprocess(result)
             else:
                 result = await self._offload(pipeline.postprocess, result)
         if callable(result) and flask_compat.is_wsgi_response(result):
-            status, headers, data = await self._offload(flask_compat.run_wsgi_response, result, request.environ())
-            return await self._respond(send, ctx, status, data, None, headers)
+            status, headers, data = await self._offload(
+                flask_compat.run_wsgi_response, result, request.environ()
+            )
+            return await self._out.respond(send, ctx, status, data, None, headers)
         data, content_type = codec.encode_result(result, ctx.accept)
-        return await self._respond(send, ctx, 200, data, content_type)
+        return await self._out.respond(send, ctx, 200, data, content_type)
 
     async def _schedule(self, value: Any, request: HttpRequest, deadline: float) -> Any:
         assert self.scheduler is not None
@@ -303,8 +305,8 @@ class ServingApp:
 
         def open_stream() -> Channel:
             event = asyncio.Event()
-            channel = Channel(lambda: loop.call_soon_threadsafe(event.set))
-            loop.call_soon_threadsafe(_settle, future, _StreamStart(channel, event), None)
+            channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
+            loop.call_soon_threadsafe(_settle, future, StreamStart(channel, event), None)
             return channel
 
         remaining = deadline - time.monotonic()
@@ -315,8 +317,14 @@ class ServingApp:
         def expire() -> None:
             if not future.done():
                 self.scheduler.cancel(job)  # type: ignore[union-attr]
-                logger.warning("request timed out after %.1fs: answered 504", self.settings.request_timeout)
-                future.set_exception(QueueTimeoutError(f"request did not finish within {self.settings.request_timeout:g}s"))
+                logger.warning(
+                    "request timed out after %.1fs: answered 504", self.settings.request_timeout
+                )
+                future.set_exception(
+                    QueueTimeoutError(
+                        f"request did not finish within {self.settings.request_timeout:g}s"
+                    )
+                )
 
         timer = loop.call_later(remaining, expire)
         try:
@@ -324,80 +332,22 @@ class ServingApp:
         finally:
             timer.cancel()
 
-    async def _stream(self, send: Send, receive: Receive, ctx: _Ctx, start: _StreamStart) -> int:
-        channel, event = start.channel, start.event
-        sse = codec.wants_sse(ctx.accept)
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, channel, event))
-        started = False
-        try:
-            while True:
-                finished = channel.finished
-                items = channel.take()
-                if not started and (items or finished):
-                    if not items and channel.error is not None:
-                        raise channel.error
-                    content_type = codec.stream_content_type(items[0] if items else "", sse)
-                    await send(self._start(ctx, 200, content_type, None, streaming=True))
-                    started = True
-                for item in items:
-                    await send({"type": "http.response.body", "body": codec.frame_chunk(item, sse), "more_body": True})
-                if finished or channel.is_closed:
-                    break
-                await event.wait()
-                event.clear()
-            if channel.error is not None:
-                logger.error("stream ended by %s", channel.error.__class__.__name__, exc_info=channel.error)
-                if sse:
-                    await send({"type": "http.response.body", "body": codec.sse_error(str(channel.error)), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return 200
-        finally:
-            channel.close()
-            watcher.cancel()
-
-    # ---- responses ---------------------------------------------------------------------
-
-    def _start(
-        self, ctx: _Ctx, status: int, content_type: str | None, extra: Headers | None, streaming: bool = False
-    ) -> dict[str, Any]:
-        headers: Headers = [(b"x-request-id", ctx.request_id.encode("latin-1"))]
-        if content_type is not None:
-            headers.append((b"content-type", content_type.encode("latin-1")))
-        if streaming:
-            headers.append((b"cache-control", b"no-cache"))
-            headers.append((b"x-accel-buffering", b"no"))
-        if extra:
-            headers.extend(extra)
-        headers.extend(self._cors(ctx.origin))
-        return {"type": "http.response.start", "status": status, "headers": headers}
-
-    async def _respond(
-        self, send: Send, ctx: _Ctx, status: int, body: bytes, content_type: str | None, extra: Headers | None = None
-    ) -> int:
-        start = self._start(ctx, status, content_type, extra)
-        if not any(name == b"content-length" for name, _ in start["headers"]):
-            start["headers"].append((b"content-length", str(len(body)).encode()))
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
-        return status
-
-    async def _json(self, send: Send, ctx: _Ctx, status: int, value: Any, extra: Headers | None = None) -> int:
-        return await self._respond(send, ctx, status, codec.encode_json(value), codec.JSON_TYPE, extra)
-
-    async def _send_error(self, send: Send, ctx: _Ctx, exc: Exception) -> int:
+    async def _send_error(self, send: Send, ctx: RequestInfo, exc: Exception) -> int:
         """The single mapping from exceptions to HTTP answers."""
         if isinstance(exc, ServingError):
             if exc.status_code >= 500 and not isinstance(exc, (OverloadedError, QueueTimeoutError)):
                 logger.error("answered %d: %s", exc.status_code, exc.message)
             extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-            return await self._json(send, ctx, exc.status_code, exc.payload, extra)
+            return await self._out.json(send, ctx, exc.status_code, exc.payload, extra)
         http = flask_compat.http_exception_status(exc)
         if http is not None:
-            return await self._json(send, ctx, http[0], {"error": http[1]})
+            return await self._out.json(send, ctx, http[0], {"error": http[1]})
         body: dict[str, Any] = {"error": "internal server error", "request_id": ctx.request_id}
         if isinstance(exc, UnrecoverableError):
             logger.error("unrecoverable error: %s; draining and exiting", exc, exc_info=exc)
-            body["error"] = f"unrecoverable error: {exc}" if self.settings.is_local else "unrecoverable error"
+            body["error"] = (
+                f"unrecoverable error: {exc}" if self.settings.is_local else "unrecoverable error"
+            )
             self.health = Health.FAILED
             self._on_fatal(4, True)
         elif isinstance(exc, TypeError) and "predict() returned" in str(exc):
@@ -406,16 +356,10 @@ class ServingApp:
         else:
             logger.exception("predict failed")
         if self.settings.is_local:
-            body["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return await self._json(send, ctx, 500, body)
-
-
-class _StreamStart:
-    __slots__ = ("channel", "event")
-
-    def __init__(self, channel: Channel, event: asyncio.Event) -> None:
-        self.channel = channel
-        self.event = event
+            body["traceback"] = "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)
+            )
+        return await self._out.json(send, ctx, 500, body)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -425,58 +369,6 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-async def _watch_disconnect(receive: Receive, channel: Channel, event: asyncio.Event) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            channel.close()
-            event.set()
-            return
-
-
-def _cors_headers(origins: tuple[str, ...]) -> Callable[[bytes | None], Headers]:
-    expose = (b"access-control-expose-headers", b"x-request-id, retry-after")
-    if not origins:
-        return lambda origin: []
-    if "*" in origins:
-        fixed = [(b"access-control-allow-origin", b"*"), expose]
-        return lambda origin: fixed
-    allowed = {o.encode("latin-1") for o in origins}
-
-    def headers(origin: bytes | None) -> Headers:
-        if origin is not None and origin in allowed:
-            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"), expose]
-        return [(b"vary", b"Origin")]
-
-    return headers
-
-
-def _preflight(headers: Headers) -> Headers:
-    asked = next((v for k, v in headers if k == b"access-control-request-headers"), b"content-type")
-    return [
-        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-        (b"access-control-allow-headers", asked),
-        (b"access-control-max-age", b"600"),
-    ]
-
-
-_UI_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
-
-
-def _guess_type(path: str) -> str:
-    return next((t for ext, t in _UI_TYPES.items() if path.endswith(ext)), "application/octet-stream")
-
-
-@functools.lru_cache(maxsize=16)
-def _ui_file(name: str) -> bytes:
-    if "/" in name or name.startswith("."):
-        raise NotFoundError(f"no file {name}")
-    path = resources.files("openbayes_serving") / "ui" / name
-    if not path.is_file():
-        raise NotFoundError(f"no file {name}")
-    return path.read_bytes()
 
 
 def create_app(

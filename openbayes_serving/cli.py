@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-
 from . import __version__, launcher
 from .errors import StartupError
 
@@ -72,7 +71,9 @@ def find_predictor_class(path: Path) -> type:
     classes = [
         value
         for value in vars(module).values()
-        if isinstance(value, type) and value.__module__ == module.__name__ and hasattr(value, "predict")
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and hasattr(value, "predict")
     ]
     for name in ("Predictor", "PythonPredictor"):
         for cls in classes:
@@ -151,5 +152,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"openbayes-serving: error: {exc}", file=sys.stderr)
         return 2
-
-

@@ -178,15 +178,19 @@ def encode_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        raise TypeError(f"predict() returned a value that is not JSON-serialisable: {exc}") from None
+        raise TypeError(
+            f"predict() returned a value that is not JSON-serialisable: {exc}"
+        ) from None
 
 
 def encode_msgpack(value: Any) -> bytes:
     """MessagePack with bytes kept binary."""
     try:
-        return msgpack.packb(value, default=_msgpack_default)  # type: ignore[no-any-return]
+        return msgpack.packb(value, default=_msgpack_default)  # type: ignore[no-any-return,unused-ignore]
     except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"predict() returned a value that is not MessagePack-serialisable: {exc}") from None
+        raise TypeError(
+            f"predict() returned a value that is not MessagePack-serialisable: {exc}"
+        ) from None
 
 
 def sniff_bytes(value: bytes) -> str:

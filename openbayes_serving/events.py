@@ -70,7 +70,9 @@ def emit_event(name: str, data: Any, id: int | None = None) -> None:  # noqa: A0
         return
     request_id = id if id is not None else PLATFORM_REQUEST_ID.get()
     if not request_id:
-        logger.error("event %s not recorded: the request has no X-Openbayes-Serving-Request-Id", name)
+        logger.error(
+            "event %s not recorded: the request has no X-Openbayes-Serving-Request-Id", name
+        )
         return
     message = msgpack.packb({"id": request_id, "name": name, "data": encoded})
     _ensure_sender()

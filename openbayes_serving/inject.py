@@ -152,7 +152,9 @@ def onnx_providers(ort: Any, device: str) -> list[Any]:
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     if device.startswith("cuda"):
-        logger.warning("device %s asked for, but onnxruntime has no CUDA provider: using CPU", device)
+        logger.warning(
+            "device %s asked for, but onnxruntime has no CUDA provider: using CPU", device
+        )
     return ["CPUExecutionProvider"]
 
 

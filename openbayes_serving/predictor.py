@@ -218,10 +218,10 @@ class Pipeline:
         )
         first = instances[0]
         self.preprocess: Callable[..., Any] | None = (
-            getattr(first, "preprocess") if spec.has_preprocess else None
+            first.preprocess if spec.has_preprocess else None
         )
         self.postprocess: Callable[[Any], Any] | None = (
-            getattr(first, "postprocess") if spec.has_postprocess else None
+            first.postprocess if spec.has_postprocess else None
         )
 
     def resolve_args(self, request: HttpRequest) -> dict[str, Any]:
@@ -238,7 +238,7 @@ class Pipeline:
 
     def runner(self, instance: Any) -> Callable[[Any], Any]:
         """The callable a model thread bound to ``instance`` runs for each job (or batch)."""
-        predict = getattr(instance, "predict")
+        predict = instance.predict
         spec = self.spec
         names = [param for param, _ in spec.request_params]
 

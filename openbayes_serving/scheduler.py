@@ -110,14 +110,17 @@ class Scheduler:
 
     @property
     def queue_depth(self) -> int:
+        """Jobs waiting for a thread."""
         return len(self._queue)
 
     @property
     def running(self) -> int:
+        """Threads running predict now."""
         return self._running
 
     @property
     def slots(self) -> int:
+        """Model threads in all."""
         return len(self._runners) * self._concurrency
 
     def start(self) -> None:
@@ -240,7 +243,9 @@ class Scheduler:
         try:
             results = jobs[0].context.run(runner, [job.payload for job in jobs])
             if not isinstance(results, (list, tuple)) or len(results) != len(jobs):
-                size = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+                size = (
+                    len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+                )
                 raise ServingError(
                     f"batched predict() returned {size} results for a batch of {len(jobs)} "
                     "requests; it must return a list of the same length and order",
@@ -271,7 +276,7 @@ class Channel:
     instead of growing memory; ``close()`` from the consumer wakes it to stop.
     """
 
-    def __init__(self, notify: Callable[[], None], maxsize: int = 64) -> None:
+    def __init__(self, notify: Callable[[], object], maxsize: int = 64) -> None:
         self._notify = notify
         self._maxsize = maxsize
         self._items: deque[Any] = deque()
@@ -314,4 +319,5 @@ class Channel:
 
     @property
     def is_closed(self) -> bool:
+        """True once the consumer has gone."""
         return self._closed

@@ -36,12 +36,14 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d [%(request_id)s] %(name)s: 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        """Stamp the record with the id of the request being served."""
         record.request_id = REQUEST_ID.get()
         return True
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON object per line."""
         line = {
             "time": self.formatTime(record),
             "level": record.levelname,
@@ -61,7 +63,9 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     if any(getattr(h, "_openbayes", False) for h in root.handlers):
         for handler in root.handlers:
-            handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+            handler.setFormatter(
+                _JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+            )
         return
     if root.handlers:
         return
@@ -80,6 +84,7 @@ class _DrainingServer(Server):
         self.serving_app = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        """Drain first, then let uvicorn stop."""
         self.serving_app.start_draining()
         super().handle_exit(sig, frame)
 
@@ -118,7 +123,7 @@ class Worker(UvicornWorker):
         self._server.should_exit = True
 
 
-class Application(BaseApplication):  # type: ignore[misc]
+class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
     """gunicorn's application: settings in, our worker class, the app built after the fork."""
 
     def __init__(self, spec: PredictorSpec, settings: Settings) -> None:
@@ -127,6 +132,7 @@ class Application(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
+        """Copy the settings into gunicorn's config (in the master)."""
         s = self.settings
         host = f"[{s.host}]" if ":" in s.host else s.host
         options = {
@@ -148,6 +154,7 @@ class Application(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> ServingApp:
+        """Build the ASGI app (in the worker, after the fork)."""
         return create_app(self.spec, self.settings)
 
 
@@ -170,6 +177,10 @@ def run(predictor_cls: type, **settings: Any) -> None:
         resolved.mode.value,
         resolved.host,
         resolved.bind_port,
-        ", ".join(f"{f.name}={getattr(resolved, f.name)!r}" for f in public_fields() if f.name != "api_key"),
+        ", ".join(
+            f"{f.name}={getattr(resolved, f.name)!r}"
+            for f in public_fields()
+            if f.name != "api_key"
+        ),
     )
     Application(spec, resolved).run()

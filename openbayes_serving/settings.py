@@ -162,24 +162,22 @@ class Settings:
         _optional_str,
         "When set, POST / and /metrics need `Authorization: Bearer KEY` or `X-API-Key: KEY`.",
     )
-    onnx_threads: int = _setting(
-        1, _positive_int, "Intra-op threads of each onnxruntime session."
-    )
+    onnx_threads: int = _setting(1, _positive_int, "Intra-op threads of each onnxruntime session.")
     onnx_spinning: bool = _setting(
         False, _bool, "Let onnxruntime threads spin-wait (faster alone, slower under load)."
     )
-    log_level: str = _setting(
-        "info", _choice("debug", "info", "warning", "error"), "Log level."
-    )
+    log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
     log_format: str = _setting("text", _choice("text", "json"), "Log lines as text or JSON.")
     mode: Mode = field(default=Mode.LOCAL, metadata={"internal": True})
 
     @property
     def is_production(self) -> bool:
+        """True in production (OPENBAYES_SERVING_PRODUCTION set)."""
         return self.mode is Mode.PRODUCTION
 
     @property
     def is_local(self) -> bool:
+        """True outside production and job containers: tracebacks are shown."""
         return self.mode is Mode.LOCAL
 
     @property
@@ -217,7 +215,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per setting, defaults left unset."""
     parser = argparse.ArgumentParser(prog=prog, argument_default=argparse.SUPPRESS)
     for f in public_fields():
-        parser.add_argument(flag_name(f.name), dest=f.name, metavar=f.name.upper(), help=f.metadata["help"])
+        parser.add_argument(
+            flag_name(f.name), dest=f.name, metavar=f.name.upper(), help=f.metadata["help"]
+        )
     return parser
 
 

@@ -35,6 +35,7 @@ class LocalResponse:
 
     @property
     def content_type(self) -> str:
+        """The answer's Content-Type."""
         return self.headers.get("content-type", "")
 
     def json(self) -> Any:
@@ -45,6 +46,7 @@ class LocalResponse:
 
     @property
     def text(self) -> str:
+        """The body decoded as UTF-8."""
         return self.body.decode("utf-8")
 
 
@@ -90,7 +92,9 @@ class LocalClient:
         """POST / with a JSON (or MessagePack) value, or raw bytes."""
         if json is not None:
             data = msgpack.packb(json) if msgpack_body else orjson.dumps(json)
-            content_type = content_type or ("application/msgpack" if msgpack_body else "application/json")
+            content_type = content_type or (
+                "application/msgpack" if msgpack_body else "application/json"
+            )
         all_headers = dict(headers or {})
         if content_type:
             all_headers["content-type"] = content_type

@@ -50,9 +50,17 @@ def test_json_encoding_keeps_non_ascii_and_base64s_bytes():
 
 
 def test_numpy_values_encode_in_both_formats():
-    value = {"a": np.arange(3, dtype=np.int32), "s": np.float32(1.5), "f16": np.ones(2, dtype=np.float16)}
+    value = {
+        "a": np.arange(3, dtype=np.int32),
+        "s": np.float32(1.5),
+        "f16": np.ones(2, dtype=np.float16),
+    }
     assert orjson.loads(codec.encode_json(value)) == {"a": [0, 1, 2], "s": 1.5, "f16": [1.0, 1.0]}
-    assert msgpack.unpackb(codec.encode_msgpack(value)) == {"a": [0, 1, 2], "s": 1.5, "f16": [1.0, 1.0]}
+    assert msgpack.unpackb(codec.encode_msgpack(value)) == {
+        "a": [0, 1, 2],
+        "s": 1.5,
+        "f16": [1.0, 1.0],
+    }
 
 
 def test_unencodable_result_raises_type_error_listing_allowed_types():

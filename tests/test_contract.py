@@ -40,7 +40,12 @@ def test_get_root_answers_json_message(echo):
 
 
 def test_json_body_is_echoed_as_json_without_escaping_non_ascii(echo):
-    rv = requests.post(echo, data='{"text": "中文"}'.encode(), headers={"Content-Type": "application/json; charset=utf-8"}, timeout=5)
+    rv = requests.post(
+        echo,
+        data='{"text": "中文"}'.encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        timeout=5,
+    )
     assert rv.status_code == 200
     assert rv.headers["content-type"] == "application/json"
     assert "中文".encode() in rv.content
@@ -50,7 +55,9 @@ def test_json_body_is_echoed_as_json_without_escaping_non_ascii(echo):
 @pytest.mark.parametrize("content_type", MSGPACK_TYPES)
 def test_every_msgpack_alias_is_parsed(echo, content_type):
     body = msgpack.packb({"x": [1, 2], "b": b"\x00\x01"})
-    rv = requests.post(echo, data=body, headers={"Content-Type": content_type, "Accept": content_type}, timeout=5)
+    rv = requests.post(
+        echo, data=body, headers={"Content-Type": content_type, "Accept": content_type}, timeout=5
+    )
     assert rv.status_code == 200
     assert rv.headers["content-type"] == "application/msgpack"
     assert msgpack.unpackb(rv.content) == {"x": [1, 2], "b": b"\x00\x01"}
@@ -90,7 +97,9 @@ def test_json_body_that_does_not_parse_is_400(echo):
 
 
 def test_msgpack_body_that_does_not_parse_is_400(echo):
-    rv = requests.post(echo, data=b"\xc1", headers={"Content-Type": "application/msgpack"}, timeout=5)
+    rv = requests.post(
+        echo, data=b"\xc1", headers={"Content-Type": "application/msgpack"}, timeout=5
+    )
     assert rv.status_code == 400
     assert "MessagePack" in rv.json()["error"]
 
@@ -107,7 +116,9 @@ def test_payload_is_parsed_for_json_and_raw_for_other_types(shared_server):
     url = shared_server("inject_all")
     parsed = requests.post(url, json={"a": 1}, timeout=5).json()
     assert parsed["payload"] == {"type": "dict", "value": {"a": 1}}
-    raw = requests.post(url, data=b"\x00raw", headers={"Content-Type": "image/png"}, timeout=5).json()
+    raw = requests.post(
+        url, data=b"\x00raw", headers={"Content-Type": "image/png"}, timeout=5
+    ).json()
     assert raw["payload"] == {"type": "bytes", "base64": base64.b64encode(b"\x00raw").decode()}
 
 
@@ -127,7 +138,13 @@ def test_data_is_the_raw_body_for_every_content_type_form_posts_included(shared_
 
 def test_params_args_and_headers_are_injected(shared_server):
     url = shared_server("inject_all")
-    rv = requests.post(url, params=[("k", "1"), ("k", "2"), ("z", "")], json={}, headers={"X-Custom": "yes"}, timeout=5)
+    rv = requests.post(
+        url,
+        params=[("k", "1"), ("k", "2"), ("z", "")],
+        json={},
+        headers={"X-Custom": "yes"},
+        timeout=5,
+    )
     body = rv.json()
     assert body["params"] == {"k": ["1", "2"], "z": [""]}
     assert body["args_is_params"] is True
@@ -142,7 +159,9 @@ def test_annotations_never_break_known_names_and_name_injection_by_annotation(sh
 
 def test_request_param_is_a_real_flask_request(shared_server):
     url = shared_server("request_param")
-    rv = requests.post(url, params={"a": "b"}, json={"x": 1}, headers={"X-Custom": "c"}, timeout=5).json()
+    rv = requests.post(
+        url, params={"a": "b"}, json={"x": 1}, headers={"X-Custom": "c"}, timeout=5
+    ).json()
     assert rv["class"] == "flask.wrappers.Request"
     assert rv["json"] == {"x": 1}
     assert rv["args"] == {"a": "b"}
@@ -302,7 +321,9 @@ def test_request_id_is_generated_or_taken_from_the_request(echo):
     assert len(generated) >= 16
     given = requests.post(echo, json={}, headers={"X-Request-Id": "abc"}, timeout=5)
     assert given.headers["x-request-id"] == "abc"
-    platform = requests.post(echo, json={}, headers={"X-Openbayes-Serving-Request-Id": "12"}, timeout=5)
+    platform = requests.post(
+        echo, json={}, headers={"X-Openbayes-Serving-Request-Id": "12"}, timeout=5
+    )
     assert platform.headers["x-request-id"] == "12"
 
 
@@ -313,7 +334,9 @@ def test_healthz_and_readyz_answer_when_ready(echo):
 
 def test_png_made_from_raw_body_is_returned_as_image(shared_server):
     url = shared_server("returns_png")
-    rv = requests.post(url, data=bytes(range(10)), headers={"Content-Type": "application/octet-stream"}, timeout=5)
+    rv = requests.post(
+        url, data=bytes(range(10)), headers={"Content-Type": "application/octet-stream"}, timeout=5
+    )
     assert rv.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(rv.content))
     assert image.size == (10, 1)
@@ -327,6 +350,8 @@ def test_run_thread_updates_state_that_predict_reads(shared_server):
 
 def test_body_larger_than_max_body_size_is_413_json(shared_server):
     url = shared_server("echo_json", "--max-body-size", "1000")
-    rv = requests.post(url, data=b"x" * 2000, headers={"Content-Type": "application/json"}, timeout=5)
+    rv = requests.post(
+        url, data=b"x" * 2000, headers={"Content-Type": "application/json"}, timeout=5
+    )
     assert rv.status_code == 413
     assert "1000" in rv.json()["error"]

@@ -23,10 +23,17 @@ def test_common_serving_error_is_the_same_class():
 
     assert ServingError is openbayes_serving.ServingError
     error = ServingError("nope", 404, {"k": 1})
-    assert (error.message, error.status_code, error.payload) == ("nope", 404, {"k": 1, "error": "nope"})
+    assert (error.message, error.status_code, error.payload) == (
+        "nope",
+        404,
+        {"k": 1, "error": "nope"},
+    )
 
 
 def test_importing_the_package_loads_no_onnxruntime_nor_torch():
-    code = "import sys, openbayes_serving; print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))"
+    code = (
+        "import sys, openbayes_serving; "
+        "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -133,7 +133,8 @@ def test_batch_starts_at_once_when_full_and_after_max_delay_otherwise():
 
 def test_channel_blocks_the_producer_when_full_and_releases_it_on_close():
     channel = Channel(lambda: None, maxsize=2)
-    assert channel.put(1) and channel.put(2)
+    assert channel.put(1)
+    assert channel.put(2)
     outcome: list[bool] = []
     producer = threading.Thread(target=lambda: outcome.append(channel.put(3)))
     producer.start()

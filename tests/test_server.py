@@ -10,8 +10,7 @@ import time
 
 import pytest
 import requests
-
-from conftest import PREDICTORS, clean_env, free_port, wait_ready
+from conftest import PREDICTORS, clean_env, free_port
 
 STARTUP_FATAL = [
     pytest.param(
@@ -37,9 +36,21 @@ STARTUP_FATAL = [
 ]
 
 
-def run_to_exit(name: str, *args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(PREDICTORS / f"{name}.py"), "--host", "127.0.0.1", "--port", str(free_port()), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(**env))
+def run_to_exit(
+    name: str, *args: str, timeout: float = 30, **env: str
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        str(PREDICTORS / f"{name}.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(**env)
+    )
 
 
 @pytest.mark.parametrize(("name", "expected"), STARTUP_FATAL)
@@ -56,7 +67,11 @@ def test_predictor_that_breaks_the_convention_exits_2_with_one_line(name, expect
 def test_bad_setting_exits_2_naming_the_setting():
     result = run_to_exit("echo_json", OPENBAYES_SERVING_PREDICT_CONCURRENCY="0")
     assert result.returncode == 2
-    assert "predict_concurrency must be a positive integer (got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)" in result.stderr
+    assert (
+        "predict_concurrency must be a positive integer "
+        "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)"
+        in result.stderr
+    )
 
 
 def test_init_that_raises_exits_non_zero_once_without_respawn_loop():
@@ -64,7 +79,10 @@ def test_init_that_raises_exits_non_zero_once_without_respawn_loop():
     result = run_to_exit("init_raises")
     assert result.returncode == 3
     assert time.monotonic() - started < 20
-    assert "Predictor.__init__() raised RuntimeError: weights file is corrupt (init_raises.py:6)" in result.stderr
+    assert (
+        "Predictor.__init__() raised RuntimeError: weights file is corrupt (init_raises.py:6)"
+        in result.stderr
+    )
     assert result.stderr.count("Booting worker") == 1
     assert "Traceback" not in result.stderr
 
@@ -90,7 +108,9 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
 
 def test_readyz_turns_503_while_draining(serve):
     server = serve("sleeper", "--graceful-timeout", "20")
-    slow = threading.Thread(target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 1.5}, "timeout": 30})
+    slow = threading.Thread(
+        target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 1.5}, "timeout": 30}
+    )
     slow.start()
     time.sleep(0.3)
     session = requests.Session()
@@ -110,7 +130,9 @@ def test_unrecoverable_error_answers_500_drains_in_flight_and_exits_non_zero(ser
     server = serve("unrecoverable", "--predict-concurrency", "2")
     in_flight: list[int] = []
     slow = threading.Thread(
-        target=lambda: in_flight.append(requests.post(server.url, json={"sleep": 1.0}, timeout=30).status_code)
+        target=lambda: in_flight.append(
+            requests.post(server.url, json={"sleep": 1.0}, timeout=30).status_code
+        )
     )
     slow.start()
     time.sleep(0.3)

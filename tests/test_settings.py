@@ -32,16 +32,28 @@ def test_every_setting_has_a_flag_an_env_var_a_default_and_a_readme_row():
     readme = README.read_text(encoding="utf-8")
     for f in public_fields():
         assert f.metadata["help"]
-        row = re.search(rf"^\| `{f.name}` \| `{flag_name(f.name)}` \| `{env_name(f.name)}` \|", readme, re.M)
+        row = re.search(
+            rf"^\| `{f.name}` \| `{flag_name(f.name)}` \| `{env_name(f.name)}` \|", readme, re.M
+        )
         assert row, f"README settings table lacks {f.name}"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "argv", "env", "message"),
     [
-        ({}, [], {"OPENBAYES_SERVING_PREDICT_CONCURRENCY": "0"},
-         "predict_concurrency must be a positive integer (got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)"),
-        ({}, ["--request-timeout", "soon"], {}, "request_timeout has a bad value (got 'soon' from --request-timeout)"),
+        (
+            {},
+            [],
+            {"OPENBAYES_SERVING_PREDICT_CONCURRENCY": "0"},
+            "predict_concurrency must be a positive integer "
+            "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)",
+        ),
+        (
+            {},
+            ["--request-timeout", "soon"],
+            {},
+            "request_timeout has a bad value (got 'soon' from --request-timeout)",
+        ),
         ({"onnx_spinning": "maybe"}, [], {}, "onnx_spinning must be true or false"),
         ({"log_format": "xml"}, [], {}, "log_format must be one of text, json"),
         ({"devices": ""}, [], {}, "devices must name at least one device"),
@@ -62,7 +74,12 @@ def test_bad_values_name_the_setting_in_the_spelling_used(kwargs, argv, env, mes
         ({"OPENBAYES_SERVING_PORT": "9000"}, [], Mode.LOCAL, 9000),
         ({"OPENBAYES_JOB_URL": "http://job"}, [], Mode.JOB, 8080),
         ({"OPENBAYES_SERVING_PRODUCTION": "1"}, [], Mode.PRODUCTION, 80),
-        ({"OPENBAYES_SERVING_PRODUCTION": "1", "OPENBAYES_SERVING_PORT": "9000"}, [], Mode.PRODUCTION, 80),
+        (
+            {"OPENBAYES_SERVING_PRODUCTION": "1", "OPENBAYES_SERVING_PORT": "9000"},
+            [],
+            Mode.PRODUCTION,
+            80,
+        ),
         ({"OPENBAYES_SERVING_PRODUCTION": "1"}, ["--port", "7000"], Mode.PRODUCTION, 7000),
         ({"OPENBAYES_JOB_URL": "x", "OPENBAYES_SERVING_PRODUCTION": "1"}, [], Mode.JOB, 8080),
     ],
@@ -74,11 +91,15 @@ def test_environment_decides_mode_and_port_and_port_flag_beats_all(env, argv, mo
 
 
 def test_production_looks_for_models_in_mnt_project():
-    assert resolve_settings({}, [], {"OPENBAYES_SERVING_PRODUCTION": "1"}).model_path == "/mnt/project"
+    assert (
+        resolve_settings({}, [], {"OPENBAYES_SERVING_PRODUCTION": "1"}).model_path == "/mnt/project"
+    )
     assert resolve_settings({}, [], {}).model_path is None
 
 
-@pytest.mark.parametrize(("text", "value"), [("true", True), ("1", True), ("yes", True), ("no", False), ("0", False)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("1", True), ("yes", True), ("no", False), ("0", False)]
+)
 def test_bools_parse_strictly(text, value):
     assert resolve_settings({}, ["--onnx-spinning", text], {}).onnx_spinning is value
 

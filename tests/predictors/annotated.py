@@ -4,7 +4,7 @@ import openbayes_serving as serv
 
 
 class Predictor:
-    def predict(self, json: dict, query: "params", *, extra: int = 3):  # noqa: F821
+    def predict(self, json: dict, query: params, *, extra: int = 3):  # noqa: F821
         return {"json": json, "query": query.to_dict(), "extra": extra}
 
 

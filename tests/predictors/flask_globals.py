@@ -10,8 +10,12 @@ class Predictor:
     def predict(self):
         body = request.get_json()
         if body.get("response"):
-            return flask.Response("custom body", status=201, headers={"X-Mine": "yes"}, mimetype="text/x-custom")
-        return jsonify({"path": request.path, "x": request.args.get("x"), "body": body, "text": "中文"})
+            return flask.Response(
+                "custom body", status=201, headers={"X-Mine": "yes"}, mimetype="text/x-custom"
+            )
+        return jsonify(
+            {"path": request.path, "x": request.args.get("x"), "body": body, "text": "中文"}
+        )
 
 
 if __name__ == "__main__":

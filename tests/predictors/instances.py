@@ -13,7 +13,11 @@ class Predictor:
 
     def predict(self, json):
         time.sleep(json.get("sleep", 0.3))
-        return {"device": self.device, "instance": self.instance, "thread": threading.current_thread().name}
+        return {
+            "device": self.device,
+            "instance": self.instance,
+            "thread": threading.current_thread().name,
+        }
 
 
 if __name__ == "__main__":
