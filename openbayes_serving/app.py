@@ -69,11 +69,12 @@ class ServingApp:
         spec: PredictorSpec,
         settings: Settings,
         on_fatal: Callable[[int, bool], None] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.health = Health.STARTING
-        self.metrics = Metrics()
+        self.metrics = Metrics(metrics_dir)
         self.pipeline: Pipeline | None = None
         self.scheduler: Scheduler | None = None
         self._on_fatal = on_fatal or (lambda code, drain: None)
@@ -105,6 +106,7 @@ class ServingApp:
             batch=self.spec.batch,
         )
         self.scheduler.on_batch = self.metrics.observe_batch
+        self.scheduler.on_timing = self.metrics.observe_timing
         self.scheduler.start()
         self.metrics.set_load_time(time.monotonic() - started)
         if self.spec.has_run:
@@ -211,7 +213,7 @@ class ServingApp:
             )
         if path == "/metrics":
             self._authorize(ctx)
-            body = self.metrics.render(self.scheduler)
+            body = self.metrics.render(self.scheduler.queue_depth if self.scheduler else 0)
             return await self._out.respond(
                 send, ctx, 200, body, "text/plain; version=0.0.4; charset=utf-8"
             )
@@ -261,6 +263,15 @@ class ServingApp:
     async def _predict(
         self, scope: dict[str, Any], receive: Receive, send: Send, ctx: RequestInfo
     ) -> int:
+        self.metrics.in_flight.inc()
+        try:
+            return await self._run_pipeline(scope, receive, send, ctx)
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _run_pipeline(
+        self, scope: dict[str, Any], receive: Receive, send: Send, ctx: RequestInfo
+    ) -> int:
         if self.health is not Health.READY or self.pipeline is None or self.scheduler is None:
             reason = (
                 "the model is loading"
@@ -274,18 +285,22 @@ class ServingApp:
         request = HttpRequest(scope, body, ctx.content_type, ctx.accept)
         value: Any = pipeline.resolve_args(request)
         if pipeline.preprocess is not None:
+            started = time.perf_counter()
             if spec.preprocess_is_async:
                 value = await pipeline.preprocess(**value)
             else:
                 value = await self._offload(pipeline.run_preprocess, value, request)
+            self.metrics.observe_stage("preprocess", time.perf_counter() - started)
         result = await self._schedule(value, request, deadline)
         if isinstance(result, StreamStart):
             return await self._out.stream(send, receive, ctx, result)
         if pipeline.postprocess is not None:
+            started = time.perf_counter()
             if spec.postprocess_is_async:
                 result = await pipeline.postprocess(result)
             else:
                 result = await self._offload(pipeline.postprocess, result)
+            self.metrics.observe_stage("postprocess", time.perf_counter() - started)
         if callable(result) and flask_compat.is_wsgi_response(result):
             status, headers, data = await self._offload(
                 flask_compat.run_wsgi_response, result, request.environ()
@@ -372,7 +387,10 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def create_app(
-    spec: PredictorSpec, settings: Settings, on_fatal: Callable[[int, bool], None] | None = None
+    spec: PredictorSpec,
+    settings: Settings,
+    on_fatal: Callable[[int, bool], None] | None = None,
+    metrics_dir: str | None = None,
 ) -> ServingApp:
     """The ASGI app for one predictor; the model loads when the lifespan starts."""
-    return ServingApp(spec, settings, on_fatal)
+    return ServingApp(spec, settings, on_fatal, metrics_dir)

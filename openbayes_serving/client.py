@@ -1,25 +1,18 @@
 """Call a running openbayes-serving predictor over HTTP: predict, stream, health, readiness.
 
-Built on ``requests`` and ``msgpack`` only; it imports nothing else from the package, so
-it can be used from any program that talks to a server.
-
-Example::
-
-    with Client("http://127.0.0.1:25252") as client:
-        answer = client.predict(json={"text": "hello"})
-        for chunk in client.stream(json={"prompt": "hi"}, sse=True):
-            print(chunk)
+Built on ``requests`` and ``msgpack`` only (nothing else from the package), so any program
+can use it: ``Client("http://127.0.0.1:25252").predict(json={"text": "hi"})``.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
+import itertools
 import json as jsonlib
 import logging
 import mimetypes
-import time
 from collections.abc import Generator, Iterator, Mapping
-from types import TracebackType
 from typing import IO, Any, Union
 
 import requests
@@ -33,12 +26,7 @@ NDJSON_TYPE = "application/x-ndjson"
 SSE_TYPE = "text/event-stream"
 OCTET_TYPE = "application/octet-stream"
 _MSGPACK_TYPES = frozenset(
-    {
-        MSGPACK_TYPE,
-        "application/x-msgpack",
-        "application/vnd.msgpack",
-        "application/vnd.messagepack",
-    },
+    f"application/{name}" for name in ("msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack")
 )
 _ERROR_TEXT_LIMIT = 500
 
@@ -47,7 +35,7 @@ RawBody = Union[bytes, bytearray, IO[bytes]]
 
 
 class PredictError(Exception):
-    """The server answered with a 4xx or 5xx status.
+    """The server answered 4xx or 5xx, or a stream it sent ended with an error event.
 
     Attributes:
         status_code: The HTTP status.
@@ -67,10 +55,9 @@ class PredictError(Exception):
         """The ``error`` field of a JSON error body, else the start of the body text."""
         if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
             return str(self.body["error"])
-        text = self.body if isinstance(self.body, str) else repr(self.body)
-        text = text.strip()
+        text = (self.body if isinstance(self.body, str) else repr(self.body)).strip()
         if len(text) > _ERROR_TEXT_LIMIT:
-            text = text[:_ERROR_TEXT_LIMIT] + "..."
+            return text[:_ERROR_TEXT_LIMIT] + "..."
         return text or "(empty body)"
 
     @property
@@ -108,12 +95,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -142,15 +124,9 @@ class Client:
             content_type: The Content-Type of the body, overriding the default.
 
         Returns:
-            =========================================  ======================================
-            the server answered                        returned as
-            =========================================  ======================================
-            ``application/json``, MessagePack          the decoded value (dict, list, ...)
-            ``text/*``                                 ``str``
-            ``application/x-ndjson``                   a list of the decoded lines
-            ``text/event-stream``                      a list of chunks, as ``stream`` yields
-            anything else (images, octet-stream)       ``bytes``
-            =========================================  ======================================
+            The answer decoded by its Content-Type: JSON and MessagePack -> the value
+            (dict, list, ...); ``text/*`` -> ``str``; NDJSON and SSE streams -> a list of
+            their chunks, as ``stream`` yields them; anything else (images) -> ``bytes``.
 
         Raises:
             PredictError: The server answered 4xx or 5xx.
@@ -158,8 +134,8 @@ class Client:
             requests.RequestException: The request did not get an answer.
         """
         accept = MSGPACK_TYPE if msgpack else JSON_TYPE
-        body, sent = _request_body(json, data, msgpack, content_type, accept, headers)
-        response = self._post(body, params, sent, stream=False)
+        body = _encode_body(json, data, msgpack, content_type)
+        response = self._post(body, params, {"Accept": accept, **(headers or {})}, stream=False)
         if response.status_code >= 400:
             raise _predict_error(response)
         return _decode(response)
@@ -203,14 +179,11 @@ class Client:
         """
         structured = MSGPACK_TYPE if msgpack else JSON_TYPE
         accept = f"{SSE_TYPE if sse else NDJSON_TYPE}, {structured};q=0.9"
-        body, sent = _request_body(json, data, msgpack, content_type, accept, headers)
-        response = self._post(body, params, sent, stream=True)
+        body = _encode_body(json, data, msgpack, content_type)
+        response = self._post(body, params, {"Accept": accept, **(headers or {})}, stream=True)
         if response.status_code >= 400:
-            try:
-                error = _predict_error(response)
-            finally:
-                response.close()
-            raise error
+            with response:
+                raise _predict_error(response)
         return ChunkStream(response)
 
     def health(self) -> bool:
@@ -222,29 +195,17 @@ class Client:
         return self._probe("readyz")
 
     def _post(
-        self,
-        body: Any,
-        params: Mapping[str, Any] | None,
-        headers: dict[str, str],
-        stream: bool,
+        self, body: tuple[Any, str | None], params: Any, headers: dict[str, str], stream: bool
     ) -> requests.Response:
-        started = time.perf_counter()
+        """POST the body; ``headers`` (the caller's included) win over its content type."""
+        data, content_type = body
+        headers = {"Content-Type": content_type, **headers} if content_type else headers
         response = self.session.post(
-            self.url,
-            data=body,
-            params=params,
-            headers=headers,
-            timeout=self.timeout,
-            stream=stream,
+            self.url, data=data, params=params, headers=headers, timeout=self.timeout, stream=stream
         )
-        logger.debug(
-            "POST %s answered %d %s in %.1f ms (request id %s)",
-            self.url,
-            response.status_code,
-            response.headers.get("Content-Type", ""),
-            (time.perf_counter() - started) * 1000,
-            response.headers.get("X-Request-Id"),
-        )
+        ms = response.elapsed.total_seconds() * 1000  # until the headers arrived
+        rid = response.headers.get("X-Request-Id")
+        logger.debug("POST %s: %d in %.1f ms (request %s)", self.url, response.status_code, ms, rid)
         return response
 
     def _probe(self, path: str) -> bool:
@@ -274,6 +235,7 @@ class ChunkStream(Iterator[Any]):
         self.status_code = response.status_code
         self.content_type = response.headers.get("Content-Type", "")
         self.request_id = response.headers.get("X-Request-Id")
+        response.encoding = _charset(self.content_type)
         self._chunks = self._read()
 
     def __iter__(self) -> ChunkStream:
@@ -285,12 +247,7 @@ class ChunkStream(Iterator[Any]):
     def __enter__(self) -> ChunkStream:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -311,14 +268,8 @@ class ChunkStream(Iterator[Any]):
                         raise PredictError(self.status_code, _sse_value(data), self.request_id)
                     yield _sse_value(data)
             elif mime.startswith("text/"):
-                decoder = codecs.getincrementaldecoder(_charset(self.content_type))("replace")
-                for piece in pieces:
-                    text = decoder.decode(piece)
-                    if text:
-                        yield text
-                tail = decoder.decode(b"", final=True)
-                if tail:
-                    yield tail
+                texts = self.response.iter_content(chunk_size=None, decode_unicode=True)
+                yield from (text for text in texts if text)
             elif _is_structured(mime):
                 yield _decode(self.response)
             else:
@@ -327,42 +278,26 @@ class ChunkStream(Iterator[Any]):
             self.response.close()
 
 
-def _request_body(
-    json: Any,
-    data: RawBody | None,
-    msgpack: bool,
-    content_type: str | None,
-    accept: str,
-    headers: Mapping[str, str] | None,
-) -> tuple[Any, dict[str, str]]:
-    """The body to send and the headers that go with it."""
+def _encode_body(
+    json: Any, data: RawBody | None, msgpack: bool, content_type: str | None
+) -> tuple[Any, str | None]:
+    """The body to send and its content type (``content_type`` wins when given)."""
     if json is not None and data is not None:
         raise ValueError("give either json or data, not both")
-    sent = {"Accept": accept}
-    body: Any = None
+    if json is not None and msgpack:
+        return packb(json, use_bin_type=True), content_type or MSGPACK_TYPE
     if json is not None:
-        if msgpack:
-            body = packb(json, use_bin_type=True)
-            sent["Content-Type"] = content_type or MSGPACK_TYPE
-        else:
-            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            sent["Content-Type"] = content_type or JSON_TYPE
-    elif data is not None:
-        body = data
-        sent["Content-Type"] = content_type or _guess_type(data)
-    elif content_type:
-        sent["Content-Type"] = content_type
-    sent.update(headers or {})
-    return body, sent
+        text = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8"), content_type or JSON_TYPE
+    if data is not None:
+        return data, content_type or _guess_type(data)
+    return None, content_type
 
 
 def _guess_type(data: RawBody) -> str:
     name = getattr(data, "name", None)
-    if isinstance(name, str):
-        guessed, _ = mimetypes.guess_type(name)
-        if guessed:
-            return guessed
-    return OCTET_TYPE
+    guessed = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
+    return guessed or OCTET_TYPE
 
 
 def _media_type(content_type: str | None) -> str:
@@ -370,14 +305,12 @@ def _media_type(content_type: str | None) -> str:
 
 
 def _charset(content_type: str | None) -> str:
+    """The charset parameter of a Content-Type when Python knows it, else UTF-8."""
     for param in (content_type or "").split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            name = value.strip().strip('"')
-            try:
-                return codecs.lookup(name).name
-            except LookupError:
-                logger.debug("unknown charset %r, decoding as UTF-8", name)
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "charset":
+            with contextlib.suppress(LookupError):
+                return codecs.lookup(value.strip('" ')).name
     return "utf-8"
 
 
@@ -409,10 +342,8 @@ def _predict_error(response: requests.Response) -> PredictError:
     mime = _media_type(response.headers.get("Content-Type"))
     body: Any = None
     if _is_structured(mime):
-        try:
+        with contextlib.suppress(ValueError):
             body = _decode(response)
-        except ValueError:
-            logger.debug("the %d answer's %s body does not decode", response.status_code, mime)
     if body is None:
         body = response.content.decode(_charset(response.headers.get("Content-Type")), "replace")
     return PredictError(response.status_code, body, request_id)
@@ -421,21 +352,16 @@ def _predict_error(response: requests.Response) -> PredictError:
 def _ndjson_chunks(pieces: Iterator[bytes]) -> Iterator[Any]:
     """Decode NDJSON: one JSON value for each non-empty line."""
     buffer = b""
-    for piece in pieces:
-        buffer += piece
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield jsonlib.loads(line)
-    if buffer.strip():
-        yield jsonlib.loads(buffer)
+    for piece in itertools.chain(pieces, [b"\n"]):  # the newline ends an unfinished last line
+        *lines, buffer = (buffer + piece).split(b"\n")
+        yield from (jsonlib.loads(line) for line in lines if line.strip())
 
 
 def _sse_events(pieces: Iterator[bytes]) -> Iterator[tuple[str, str]]:
     """Parse Server-Sent Events into ``(event name, data)`` pairs; comments are skipped."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     buffer = ""
-    for piece in pieces:
+    for piece in itertools.chain(pieces, [b"\n\n"]):  # the blank line ends an unfinished event
         buffer += decoder.decode(piece)
         # A "\r" at the end may be the first half of a "\r\n" split across two pieces.
         held = "\r" if buffer.endswith("\r") else ""
@@ -446,11 +372,6 @@ def _sse_events(pieces: Iterator[bytes]) -> Iterator[tuple[str, str]]:
             event = _sse_event(block)
             if event is not None:
                 yield event
-    buffer += decoder.decode(b"", final=True)
-    if buffer.strip():
-        event = _sse_event(buffer.replace("\r\n", "\n").replace("\r", "\n"))
-        if event is not None:
-            yield event
 
 
 def _sse_event(block: str) -> tuple[str, str] | None:
@@ -473,8 +394,6 @@ def _sse_event(block: str) -> tuple[str, str] | None:
 def _sse_value(data: str) -> Any:
     """An SSE event's data: parsed when it is a JSON object or array, else the text."""
     if data[:1] in ("{", "["):
-        try:
+        with contextlib.suppress(ValueError):
             return jsonlib.loads(data)
-        except ValueError:
-            return data
     return data

@@ -77,6 +77,7 @@ class Job:
     enqueued_at: float
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     state: JobState = JobState.PENDING
+    started_at: float = 0.0
 
 
 class Scheduler:
@@ -107,6 +108,8 @@ class Scheduler:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self.on_batch: Callable[[int], None] | None = None
+        # (seconds waited in the queue, seconds predict ran), once per job, on its thread
+        self.on_timing: Callable[[float, float], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -189,6 +192,7 @@ class Scheduler:
                 live = [job for job in jobs if job.deadline > now]
                 for job in jobs:
                     job.state = JobState.RUNNING if job.deadline > now else JobState.DONE
+                    job.started_at = now
                 expired = [job for job in jobs if job.state is JobState.DONE]
                 if live:
                     self._running += 1
@@ -228,6 +232,10 @@ class Scheduler:
             finally:
                 with self._cond:
                     self._running -= 1
+            if self.on_timing is not None:
+                ran = self._clock() - jobs[0].started_at
+                for job in jobs:
+                    self.on_timing(job.started_at - job.enqueued_at, ran)
 
     def _run_one(self, runner: Runner, job: Job) -> None:
         try:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import orjson
@@ -26,8 +28,9 @@ from uvicorn_worker import UvicornWorker
 
 from .app import REQUEST_ID, ServingApp, create_app
 from .errors import StartupError
+from .metrics import mark_worker_dead
 from .predictor import PredictorSpec, inspect_predictor
-from .settings import Settings, public_fields, resolve_settings
+from .settings import Settings, export_environ, public_fields, resolve_settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +132,12 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
     def __init__(self, spec: PredictorSpec, settings: Settings) -> None:
         self.spec = spec
         self.settings = settings
+        self.metrics_dir: str | None = None
+        if settings.workers > 1:
+            # Set before the fork, so that every worker's prometheus-client writes files
+            # that any worker's /metrics sums up.
+            self.metrics_dir = tempfile.mkdtemp(prefix="openbayes-serving-metrics-")
+            export_environ("PROMETHEUS_MULTIPROC_DIR", self.metrics_dir)
         super().__init__()
 
     def load_config(self) -> None:
@@ -146,6 +155,8 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
             "loglevel": s.log_level,
             "accesslog": None,
             "proc_name": f"openbayes-serving: {self.spec.name}",
+            "child_exit": self._child_exit,
+            "on_exit": self._on_exit,
         }
         if "control_socket_disable" in self.cfg.settings:
             # Several servers on one machine must not fight over one control socket.
@@ -155,7 +166,16 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
 
     def load(self) -> ServingApp:
         """Build the ASGI app (in the worker, after the fork)."""
-        return create_app(self.spec, self.settings)
+        return create_app(self.spec, self.settings, metrics_dir=self.metrics_dir)
+
+    def _child_exit(self, arbiter: Any, worker: Any) -> None:
+        # In the master: a dead worker's live gauges must stop counting.
+        if self.metrics_dir is not None:
+            mark_worker_dead(worker.pid)
+
+    def _on_exit(self, arbiter: Any) -> None:
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def run(predictor_cls: type, **settings: Any) -> None:

@@ -282,3 +282,8 @@ def _default_port(mode: Mode, environ: Mapping[str, str]) -> int:
 def environ_snapshot() -> dict[str, str]:
     """A copy of the process environment, for code that must pass it on (launcher)."""
     return dict(os.environ)
+
+
+def export_environ(name: str, value: str) -> None:
+    """Set an environment variable for this process and the ones it forks."""
+    os.environ[name] = value

@@ -62,12 +62,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Server:
-    """A server process started by the ``serve`` fixture."""
+    """A server process started by the ``serve`` or ``shared_server`` fixture."""
 
-    def __init__(self, proc: subprocess.Popen, url: str, port: int) -> None:
+    def __init__(self, proc: subprocess.Popen, url: str, port: int, log: Path) -> None:
         self.proc = proc
         self.url = url
         self.port = port
+        self.log_path = log
+
+    def log(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int:
         return stop(self.proc, timeout)
@@ -78,6 +83,18 @@ def _no_openbayes_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("OPENBAYES_"):
             monkeypatch.delenv(key)
+
+
+def launch(script: Path, args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> Server:
+    """Start ``python <script> --host 127.0.0.1 --port P [args]``; output goes to a log file."""
+    port = free_port()
+    cmd = [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port), *args]
+    log = cwd / f"server-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=clean_env(**env), stdout=out, stderr=subprocess.STDOUT
+        )
+    return Server(proc, f"http://127.0.0.1:{port}", port, log)
 
 
 @pytest.fixture(scope="session")
@@ -91,12 +108,9 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     def start(name: str, *args: str, **env: str) -> str:
         key = (name, *args, *sorted(f"{k}={v}" for k, v in env.items()))
         if key not in servers:
-            port = free_port()
-            cmd = [sys.executable, str(PREDICTORS / f"{name}.py"), "--host", "127.0.0.1", "--port", str(port), *args]
-            proc = subprocess.Popen(cmd, cwd=tmp_path_factory.mktemp(name), env=clean_env(**env))
-            server = Server(proc, f"http://127.0.0.1:{port}", port)
+            server = launch(PREDICTORS / f"{name}.py", args, tmp_path_factory.mktemp(name), env)
             servers[key] = server
-            wait_ready(server.url, proc)
+            wait_ready(server.url, server.proc)
         return servers[key].url
 
     yield start
@@ -106,9 +120,9 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start ``python <script> --host 127.0.0.1 --port P [args]`` and wait until ready.
+    """Start a predictor server and wait until ready; stops every server by pid.
 
-    ``script`` is a name in tests/predictors/ or a path. Stops every server by pid.
+    ``script`` is a name in tests/predictors/ or a path.
     """
     servers: list[Server] = []
 
@@ -121,13 +135,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         timeout: float = 60.0,
     ) -> Server:
         path = Path(script) if os.sep in str(script) else PREDICTORS / f"{script}.py"
-        port = free_port()
-        cmd = [sys.executable, str(path), "--host", "127.0.0.1", "--port", str(port), *args]
-        proc = subprocess.Popen(cmd, cwd=cwd or tmp_path, env=clean_env(**(env or {})))
-        server = Server(proc, f"http://127.0.0.1:{port}", port)
+        server = launch(path, args, cwd or tmp_path, env or {})
         servers.append(server)
         if ready:
-            wait_ready(server.url, proc, timeout)
+            wait_ready(server.url, server.proc, timeout)
         return server
 
     yield start
