@@ -35,7 +35,11 @@ serve: $(VENV)/.ok
 	@echo
 	$(VENV)/bin/openbayes-serving run $(EXAMPLE) --host 127.0.0.1 --port 25252
 
-test: $(VENV)/.ok
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium
+
+test: $(VENV)/.ok /usr/bin/chromium
 	$(PY) -m pytest -q
 
 check: $(VENV)/.ok

@@ -1,0 +1,426 @@
+"""The HTTP client against a small stdlib server that follows the runtime's HTTP contract."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgpack
+import pytest
+import requests
+
+from openbayes_serving.client import Client, PredictError
+
+WAIT = 5.0  # seconds any handshake between the test and the server may take
+
+
+def png_bytes(width: int = 2, height: int = 2) -> bytes:
+    """A valid RGB PNG, built without Pillow."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xff\x80\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+class FakeError(Exception):
+    """What the fake predictor raises to answer with an error status."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+
+
+def fake_predict(payload: Any, params: dict[str, str]) -> Any:
+    """The fake runtime's predictor: behaviour chosen by query parameters."""
+    if "status" in params:
+        raise FakeError(int(params["status"]), {"hint": "teapot", "error": params["message"]})
+    if "fail" in params:
+        raise FakeError(
+            500,
+            {
+                "error": "RuntimeError: boom",
+                "traceback": 'Traceback (most recent call last):\n  File "predictor.py", '
+                "line 3, in predict\nRuntimeError: boom\n",
+            },
+        )
+    if params.get("kind") == "text":
+        return "héllo wörld"
+    if params.get("kind") == "png":
+        return png_bytes()
+    if params.get("kind") == "mixed":
+        return iter([{"i": 0}, "plain", "two\nlines", [1, 2]])
+    if "chunks" in params:
+        count = int(params["chunks"])
+        if "text" in params:
+            return (f"piece {i} " for i in range(count))
+        return ({"i": i} for i in range(count))
+    if isinstance(payload, bytes):
+        return payload
+    return {"payload": payload, "params": params}
+
+
+class FakeRuntime(ThreadingHTTPServer):
+    """A stdlib HTTP server that answers as openbayes-serving does."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeHandler)
+        self.ready = True
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.request_ids: list[str] = []
+        self.errors: list[BaseException] = []
+        self.gate = threading.Event()
+        self.gate_opened_in_time: bool | None = None
+        self.client_left = threading.Event()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Keep what a handler raised, for the fixture to report; a client that left is fine."""
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, ConnectionError):
+            self.errors.append(error)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """One connection to the fake runtime; keep-alive and chunked, like the real one."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # an idle keep-alive connection closes by itself
+    server: FakeRuntime
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            self._answer(200, "application/json", b'{"status":"ok"}')
+        elif path == "/readyz" and self.server.ready:
+            self._answer(200, "application/json", b'{"status":"ready"}')
+        elif path == "/readyz":
+            body = b'{"error":"not ready"}'
+            self._answer(503, "application/json", body, {"Retry-After": "1"})
+        else:
+            self._answer(404, "application/json", b'{"error":"not found"}')
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received.append((dict(self.headers.items()), body))
+        params = dict(parse_qsl(urlsplit(self.path).query))
+        accept = self.headers.get("Accept") or ""
+        if "plain_error" in params:
+            self._answer(502, "text/html", b"<h1>Bad gateway</h1>")
+            return
+        try:
+            result = fake_predict(self._decode(body), params)
+        except FakeError as exc:
+            self._answer(exc.status, "application/json", json.dumps(exc.body).encode())
+            return
+        if isinstance(result, Iterator):
+            self._stream(result, sse="text/event-stream" in accept, params=params)
+        elif isinstance(result, str):
+            self._answer(200, "text/plain; charset=utf-8", result.encode())
+        elif isinstance(result, bytes):
+            kind = "image/png" if result.startswith(b"\x89PNG") else "application/octet-stream"
+            self._answer(200, kind, result)
+        elif "msgpack" in accept:
+            self._answer(200, "application/msgpack", msgpack.packb(result))
+        else:
+            text = json.dumps(result, ensure_ascii=False)
+            self._answer(200, "application/json", text.encode())
+
+    def _decode(self, body: bytes) -> Any:
+        kind = (self.headers.get("Content-Type") or "").split(";")[0]
+        if kind == "application/json":
+            return json.loads(body)
+        if kind == "application/msgpack":
+            return msgpack.unpackb(body, raw=False)
+        return body
+
+    def _headers(self, status: int, kind: str, extra: dict[str, str]) -> None:
+        request_id = uuid.uuid4().hex
+        self.server.request_ids.append(request_id)
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("X-Request-Id", request_id)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _answer(
+        self, status: int, kind: str, body: bytes, extra: dict[str, str] | None = None
+    ) -> None:
+        self._headers(status, kind, {"Content-Length": str(len(body)), **(extra or {})})
+        self.wfile.write(body)
+
+    def _stream(self, chunks: Iterator[Any], sse: bool, params: dict[str, str]) -> None:
+        if sse:
+            kind = "text/event-stream"
+        elif "text" in params:
+            kind = "text/plain; charset=utf-8"
+        else:
+            kind = "application/x-ndjson"
+        self._headers(200, kind, {"Transfer-Encoding": "chunked"})
+        try:
+            for index, chunk in enumerate(chunks):
+                self._send_chunk(_frame(chunk, sse))
+                if index == 0 and "gate" in params:
+                    self.server.gate_opened_in_time = self.server.gate.wait(WAIT)
+            if "sse_error" in params:
+                self._send_chunk(b'event: error\ndata: {"error": "generator failed"}\n\n')
+            if "endless" in params:
+                for _ in range(10_000):  # until the client leaves; bounded all the same
+                    self._send_chunk(b'{"more": true}\n' * 64)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.server.client_left.set()
+            self.close_connection = True
+
+    def _send_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+
+def _frame(chunk: Any, sse: bool) -> bytes:
+    """Frame one chunk as the runtime does: raw text, an NDJSON line, or an SSE event."""
+    text = chunk if isinstance(chunk, str) else json.dumps(chunk)
+    if sse:
+        return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode()
+    return text.encode() if isinstance(chunk, str) else text.encode() + b"\n"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRuntime]:
+    server = FakeRuntime()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+    assert server.errors == []
+
+
+@pytest.fixture
+def client(fake: FakeRuntime) -> Iterator[Client]:
+    with Client(fake.url, timeout=WAIT) as client:
+        yield client
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_predict_sends_json_with_params_and_returns_the_decoded_answer(client, fake):
+    answer = client.predict(json={"text": "héllo", "n": [1, 2]}, params={"lang": "fr"})
+
+    assert answer == {"payload": {"text": "héllo", "n": [1, 2]}, "params": {"lang": "fr"}}
+    headers, body = fake.received[-1]
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "application/json"
+    assert json.loads(body.decode("utf-8")) == {"text": "héllo", "n": [1, 2]}
+    assert "héllo".encode() in body
+
+
+def test_predict_with_msgpack_sends_and_accepts_msgpack_and_keeps_bytes(client, fake):
+    answer = client.predict(json={"blob": b"\x00\xff", "n": 1}, msgpack=True)
+
+    assert answer == {"payload": {"blob": b"\x00\xff", "n": 1}, "params": {}}
+    headers, body = fake.received[-1]
+    assert headers["Content-Type"] == "application/msgpack"
+    assert headers["Accept"] == "application/msgpack"
+    assert msgpack.unpackb(body) == {"blob": b"\x00\xff", "n": 1}
+
+
+def test_predict_returns_str_for_a_text_answer(client):
+    assert client.predict(json={}, params={"kind": "text"}) == "héllo wörld"
+
+
+def test_predict_sends_raw_bytes_with_their_content_type_and_returns_bytes(client, fake):
+    image = png_bytes()
+
+    answer = client.predict(data=image, content_type="image/png")
+
+    assert answer == image
+    headers, body = fake.received[-1]
+    assert headers["Content-Type"] == "image/png"
+    assert body == image
+
+
+def test_predict_guesses_the_content_type_of_a_file_from_its_name(client, fake, tmp_path: Path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes())
+
+    with path.open("rb") as file:
+        answer = client.predict(data=file)
+
+    assert answer == png_bytes()
+    assert fake.received[-1][0]["Content-Type"] == "image/png"
+
+
+def test_predict_returns_the_lines_of_a_streamed_answer_as_a_list(client):
+    assert client.predict(json={}, params={"chunks": "3"}) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_predict_rejects_json_and_data_together(client):
+    with pytest.raises(ValueError, match="either json or data"):
+        client.predict(json={}, data=b"x")
+
+
+def test_client_raises_predict_error_with_status_body_and_request_id(client, fake):
+    with pytest.raises(PredictError) as info:
+        client.predict(json={}, params={"status": "418", "message": "no coffee"})
+
+    error = info.value
+    assert error.status_code == 418
+    assert error.body == {"hint": "teapot", "error": "no coffee"}
+    assert error.request_id == fake.request_ids[-1]
+    assert str(error) == f"HTTP 418: no coffee (request id {fake.request_ids[-1]})"
+
+
+def test_predict_error_carries_the_server_traceback_but_prints_only_the_message(client):
+    with pytest.raises(PredictError) as info:
+        client.predict(json={}, params={"fail": "1"})
+
+    assert info.value.status_code == 500
+    assert info.value.traceback is not None
+    assert "RuntimeError: boom" in info.value.traceback
+    assert "Traceback" not in str(info.value)
+    assert "RuntimeError: boom" in str(info.value)
+
+
+def test_predict_error_keeps_a_body_that_is_not_json_as_text(client):
+    with pytest.raises(PredictError) as info:
+        client.predict(json={}, params={"plain_error": "1"})
+
+    assert info.value.status_code == 502
+    assert info.value.body == "<h1>Bad gateway</h1>"
+    assert "HTTP 502: <h1>Bad gateway</h1>" in str(info.value)
+
+
+def test_stream_yields_ndjson_lines_as_dicts(client, fake):
+    with client.stream(json={}, params={"chunks": "3"}) as chunks:
+        assert chunks.content_type == "application/x-ndjson"
+        assert chunks.request_id == fake.request_ids[-1]
+        assert list(chunks) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert "application/x-ndjson" in fake.received[-1][0]["Accept"]
+
+
+def test_stream_with_sse_parses_json_events_and_keeps_text_events_as_str(client, fake):
+    chunks = list(client.stream(json={}, params={"kind": "mixed"}, sse=True))
+
+    assert chunks == [{"i": 0}, "plain", "two\nlines", [1, 2]]
+    assert fake.received[-1][0]["Accept"].startswith("text/event-stream")
+
+
+def test_stream_of_text_yields_str_pieces(client):
+    pieces = list(client.stream(json={}, params={"chunks": "3", "text": "1"}))
+
+    assert "".join(pieces) == "piece 0 piece 1 piece 2 "
+    assert all(isinstance(piece, str) for piece in pieces)
+
+
+def test_stream_yields_each_chunk_before_the_server_sends_the_next(client, fake):
+    # The server holds the second chunk back until the test has the first one.
+    with client.stream(json={}, params={"chunks": "3", "gate": "1"}) as chunks:
+        first = next(chunks)
+        fake.gate.set()
+        rest = list(chunks)
+
+    assert first == {"i": 0}
+    assert rest == [{"i": 1}, {"i": 2}]
+    assert fake.gate_opened_in_time is True
+
+
+def test_stream_raises_predict_error_at_an_sse_error_event(client, fake):
+    chunks = client.stream(json={}, params={"chunks": "1", "sse_error": "1"}, sse=True)
+
+    assert next(chunks) == {"i": 0}
+    with pytest.raises(PredictError, match="generator failed") as info:
+        next(chunks)
+    assert info.value.request_id == fake.request_ids[-1]
+
+
+def test_stream_raises_predict_error_before_iterating_when_the_status_is_an_error(client):
+    with pytest.raises(PredictError) as info:
+        client.stream(json={}, params={"status": "400", "message": "bad input"})
+
+    assert info.value.status_code == 400
+    assert info.value.message == "bad input"
+
+
+def test_closing_a_stream_early_drops_the_connection(client, fake):
+    chunks = client.stream(json={}, params={"chunks": "1", "endless": "1"})
+    assert next(chunks) == {"i": 0}
+
+    chunks.close()
+
+    assert fake.client_left.wait(WAIT)
+
+
+def test_health_and_ready_follow_the_probes(client, fake):
+    assert client.health() is True
+    assert client.ready() is True
+
+    fake.ready = False
+
+    assert client.ready() is False
+    assert client.health() is True
+
+
+def test_health_is_false_when_nothing_listens():
+    with Client(f"http://127.0.0.1:{unused_port()}", timeout=WAIT) as client:
+        assert client.health() is False
+        assert client.ready() is False
+
+
+def test_client_sends_the_api_key_as_a_bearer_token(fake):
+    with Client(fake.url, timeout=WAIT, api_key="s3cret") as client:
+        client.predict(json={})
+
+    assert fake.received[-1][0]["Authorization"] == "Bearer s3cret"
+
+
+def test_client_as_context_manager_closes_its_session(fake, monkeypatch):
+    closed: list[requests.Session] = []
+    original = requests.Session.close
+
+    def close(session: requests.Session) -> None:
+        closed.append(session)
+        original(session)
+
+    monkeypatch.setattr(requests.Session, "close", close)
+    with Client(fake.url, timeout=WAIT) as client:
+        client.predict(json={})
+
+    assert closed == [client.session]
