@@ -29,8 +29,7 @@ serve: $(VENV)/.ok
 	cd $(EXAMPLE) && ../../$(PY) make_model.py
 	@echo
 	@echo "Serving $(EXAMPLE) on http://127.0.0.1:25252 (Ctrl-C stops it). In another shell:"
-	@echo "  curl -s -X POST --data-binary @$(EXAMPLE)/sample.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:25252/"
-	@echo "  curl -s -X POST -H 'Content-Type: application/json' -d '{\"url\": \"http://127.0.0.1:25252/ui/sample.jpg\"}' http://127.0.0.1:25252/"
+	@echo "  curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @$(EXAMPLE)/sample.jpg http://127.0.0.1:25252/"
 	@echo "  open http://127.0.0.1:25252/ in a browser for the try-it page"
 	@echo
 	$(VENV)/bin/openbayes-serving run $(EXAMPLE) --host 127.0.0.1 --port 25252

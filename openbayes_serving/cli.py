@@ -10,7 +10,6 @@ import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from . import __version__, launcher
@@ -20,15 +19,11 @@ TEMPLATES = ("basic", "onnx", "pytorch", "batch", "stream")
 
 
 def _templates_root() -> Path:
-    # Installed: the templates/ folder ships as openbayes_serving.templates. In a source
-    # checkout it stays at the top of the repository.
-    try:
-        root = Path(str(resources.files("openbayes_serving.templates")))
-        if root.is_dir():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"
+    # Installed: the templates/ folder ships inside the package as templates/. In a
+    # source checkout (editable install) it stays at the top of the repository.
+    package = Path(__file__).resolve().parent
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
 
 
 def cmd_init(args: argparse.Namespace) -> int:
