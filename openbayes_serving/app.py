@@ -26,6 +26,7 @@ from .errors import (
     PayloadTooLargeError,
     PredictorError,
     QueueTimeoutError,
+    RequestTimeoutError,
     ServingError,
     UnauthorizedError,
     UnrecoverableError,
@@ -174,6 +175,8 @@ class ServingApp:
         status = 500
         try:
             status = await self._route(scope, receive, send, ctx)
+        except _ClientGone:
+            status = 499  # nobody to answer
         except Exception as exc:
             status = await self._send_error(send, ctx, exc)
         finally:
@@ -241,20 +244,33 @@ class ServingApp:
             and int(ctx.content_length) > limit
         ):
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body"):
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        # A client that stalls while sending its body must not hold the request forever:
+        # a timer cancels the read after request_timeout (no task per request).
+        task = asyncio.current_task()
+        assert task is not None
+        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, task.cancel)
+        try:
+            chunks = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except asyncio.CancelledError:
+            if timer.when() > asyncio.get_running_loop().time():
+                raise  # cancelled by the server, not by the timer
+            raise RequestTimeoutError(
+                f"the request body did not arrive within {self.settings.request_timeout:g}s"
+            ) from None
+        finally:
+            timer.cancel()
 
     async def _offload(self, func: Callable[..., Any], *args: Any) -> Any:
         call = functools.partial(contextvars.copy_context().run, func, *args)
@@ -375,6 +391,10 @@ class ServingApp:
                 traceback.format_exception(type(exc), exc, exc.__traceback__)
             )
         return await self._out.json(send, ctx, 500, body)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request was read."""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

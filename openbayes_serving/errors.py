@@ -4,6 +4,7 @@ Exception
 ├── ServingError             answered with status_code and JSON {**payload, "error": message}
 │   ├── BadRequestError      400: the body does not parse, or has the wrong type
 │   ├── NotAcceptableError   406: Accept allows neither JSON nor MessagePack
+│   ├── RequestTimeoutError  408: the body did not arrive within request_timeout
 │   ├── PayloadTooLargeError 413: the body is larger than max_body_size
 │   ├── UnauthorizedError    401: api_key is set and the request does not carry it
 │   ├── OverloadedError      503 + Retry-After: the predict queue is full, or not ready
@@ -69,6 +70,12 @@ class NotAcceptableError(ServingError):
     """406: the Accept header allows no representation of the result."""
 
     status_code = 406
+
+
+class RequestTimeoutError(ServingError):
+    """408: the client did not send its body within ``request_timeout``."""
+
+    status_code = 408
 
 
 class PayloadTooLargeError(ServingError):

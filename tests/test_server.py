@@ -69,8 +69,7 @@ def test_bad_setting_exits_2_naming_the_setting():
     assert result.returncode == 2
     assert (
         "predict_concurrency must be a positive integer "
-        "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)"
-        in result.stderr
+        "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)" in result.stderr
     )
 
 

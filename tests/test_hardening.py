@@ -1,0 +1,57 @@
+"""Slow and broken clients: answered cleanly, never pinning the server."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import requests
+
+
+def test_client_that_stalls_sending_its_body_gets_408_json(serve):
+    server = serve("echo_json", "--request-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"a":'
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+        assert time.monotonic() - started < 3
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"error":"the request body did not arrive within 0.5s"' in answer
+
+
+def test_many_stalled_clients_do_not_block_a_good_one(serve):
+    server = serve("echo_json", "--request-timeout", "10")
+    stalled = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10\r\n\r\n"
+        )
+        stalled.append(sock)
+    try:
+        started = time.monotonic()
+        assert requests.post(server.url, json={"ok": 1}, timeout=5).json() == {"ok": 1}
+        assert time.monotonic() - started < 1
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_client_that_leaves_mid_body_does_not_break_the_server(serve):
+    server = serve("echo_json")
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+    assert requests.post(server.url, json={"still": "up"}, timeout=5).json() == {"still": "up"}
