@@ -163,7 +163,7 @@ class PythonPredictor:
     def predict(self, payload):
         image = Image.open(io.BytesIO(payload))
         config = self.config
-        return {"size": list(image.size), "threshold": config.get("threshold"), "name": config.get("name")}
+        return {"size": list(image.size), "threshold": config["threshold"], "name": config["name"]}
 
 
 if __name__ == "__main__":
