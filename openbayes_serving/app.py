@@ -82,7 +82,7 @@ class ServingApp:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.preprocess_threads, thread_name_prefix="pre-post"
         )
-        self._out = Responder(settings.cors_origins)
+        self._out = Responder(settings.cors_origins, show_details=settings.is_local)
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self.load_error: PredictorError | None = None
 

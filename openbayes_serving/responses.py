@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any, Callable
 
 from . import codec
-from .errors import NotFoundError
+from .errors import NotFoundError, ServingError
 from .events import PLATFORM_REQUEST_ID
 from .scheduler import Channel
 
@@ -60,8 +60,9 @@ class RequestInfo:
 class Responder:
     """Builds and sends responses with the headers every answer carries."""
 
-    def __init__(self, cors_origins: tuple[str, ...]) -> None:
+    def __init__(self, cors_origins: tuple[str, ...], show_details: bool) -> None:
         self._cors = _cors_headers(cors_origins)
+        self._show_details = show_details
 
     async def stream(
         self, send: Send, receive: Receive, ctx: RequestInfo, start: StreamStart
@@ -71,6 +72,7 @@ class Responder:
         sse = codec.wants_sse(ctx.accept)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, channel, event))
         started = False
+        content_type = ""
         try:
             while True:
                 finished = channel.finished
@@ -94,17 +96,23 @@ class Responder:
                 await event.wait()
                 event.clear()
             if channel.error is not None:
-                logger.error(
-                    "stream ended by %s", channel.error.__class__.__name__, exc_info=channel.error
+                # Headers are gone: say so in the stream's own framing, or cut it short.
+                error = channel.error
+                logger.error("stream ended by %s", type(error).__name__, exc_info=error)
+                message = (
+                    error.message
+                    if isinstance(error, ServingError)
+                    else str(error)
+                    if self._show_details
+                    else "internal server error"
                 )
                 if sse:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": codec.sse_error(str(channel.error)),
-                            "more_body": True,
-                        }
-                    )
+                    tail = codec.sse_error(message)
+                elif content_type == codec.NDJSON_TYPE:
+                    tail = codec.encode_json({"error": message}) + b"\n"
+                else:
+                    return 500  # no final chunk: the client sees a truncated body
+                await send({"type": "http.response.body", "body": tail, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return 200
         finally:

@@ -170,6 +170,32 @@ def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(serve):
     assert rv.text.endswith('event: error\ndata: {"error":"stream broke"}\n\n')
 
 
+def test_ndjson_stream_that_fails_ends_with_an_error_line(serve):
+    server = serve("streams")
+    rv = requests.post(
+        server.url, json={"count": 5, "fail_at": 1, "dicts": True, "delay": 0}, timeout=10
+    )
+    assert [json.loads(line) for line in rv.text.splitlines()] == [
+        {"index": 0},
+        {"error": "stream broke"},
+    ]
+
+
+def test_text_stream_that_fails_is_cut_short(serve):
+    server = serve("streams")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.post(server.url, json={"count": 5, "fail_at": 2, "delay": 0}, timeout=10).content  # noqa: B018
+    assert requests.post(server.url, json={"count": 1, "delay": 0}, timeout=10).text == "tok0 "
+
+
+def test_stream_error_details_stay_hidden_in_production(serve):
+    server = serve("streams", env={"OPENBAYES_SERVING_PRODUCTION": "1"})
+    rv = requests.post(
+        server.url, json={"count": 3, "fail_at": 1, "dicts": True, "delay": 0}, timeout=10
+    )
+    assert rv.text.splitlines()[-1] == '{"error":"internal server error"}'
+
+
 def test_client_that_disconnects_mid_stream_frees_the_slot(serve):
     server = serve("streams")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
