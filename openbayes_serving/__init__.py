@@ -1,5 +1,7 @@
 """Serve a predictor.py over HTTP."""
 
+from .client import Client as Client
+from .client import PredictError as PredictError
 from .errors import ServingError as ServingError
 from .errors import UnrecoverableError as UnrecoverableError
 from .events import emit_event as emit_event
@@ -8,4 +10,12 @@ from .server import run as run
 
 __version__ = "1.0.0.dev0"
 
-__all__ = ["ServingError", "UnrecoverableError", "batch", "emit_event", "run"]
+__all__ = [
+    "Client",
+    "PredictError",
+    "ServingError",
+    "UnrecoverableError",
+    "batch",
+    "emit_event",
+    "run",
+]

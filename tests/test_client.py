@@ -424,3 +424,25 @@ def test_client_as_context_manager_closes_its_session(fake, monkeypatch):
         client.predict(json={})
 
     assert closed == [client.session]
+
+
+# ---- against the real runtime ------------------------------------------------------------
+
+
+def test_client_against_the_runtime_json_msgpack_stream_and_errors(shared_server):
+    import openbayes_serving
+
+    with openbayes_serving.Client(shared_server("echo_json")) as client:
+        assert client.ready()
+        assert client.predict(json={"a": [1, 2], "t": "中"}) == {"a": [1, 2], "t": "中"}
+        assert client.predict(json={"b": b"\x00\x01"}, msgpack=True) == {"b": b"\x00\x01"}
+        with pytest.raises(openbayes_serving.PredictError) as info:
+            client.predict(data=b"{", content_type="application/json")
+        assert info.value.status_code == 400
+        assert "not valid JSON" in info.value.message
+        assert info.value.request_id
+    with openbayes_serving.Client(shared_server("streams")) as client:
+        chunks = list(client.stream(json={"count": 3, "dicts": True, "delay": 0}))
+        assert chunks == [{"index": 0}, {"index": 1}, {"index": 2}]
+        sse = list(client.stream(json={"count": 2, "dicts": True, "delay": 0}, sse=True))
+        assert sse == [{"index": 0}, {"index": 1}]
