@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import os
 import uuid
 from importlib import resources
 from typing import Any, Callable
@@ -18,6 +20,26 @@ from .events import PLATFORM_REQUEST_ID
 from .scheduler import Channel
 
 logger = logging.getLogger(__name__)
+
+# Request ids: a random per-process prefix and a counter. Unique across processes and
+# restarts without a system call per request (uuid4 reads os.urandom every time).
+_id_prefix = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = uuid.uuid4().hex[:12]
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # each gunicorn worker its own prefix
+
+
+def new_request_id() -> str:
+    """A fresh request id, such as ``3f9c0a1b2c4d-1a``."""
+    return f"{_id_prefix}-{next(_id_counter):x}"
+
 
 Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
@@ -52,7 +74,7 @@ class RequestInfo:
                 platform = value.decode("latin-1")[:128]
             elif name in (b"authorization", b"x-api-key"):
                 self.auth = (name, value)
-        self.request_id: str = given or platform or uuid.uuid4().hex
+        self.request_id: str = given or platform or new_request_id()
         if platform and platform.isdigit():
             PLATFORM_REQUEST_ID.set(int(platform))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -78,6 +79,17 @@ class Job:
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     state: JobState = JobState.PENDING
     started_at: float = 0.0
+    # One token: whoever pops it first (a model thread starting the job, or cancel())
+    # owns the job. list.pop() is atomic, so neither side takes a lock.
+    _token: list[bool] = field(default_factory=lambda: [True])
+
+    def claim(self) -> bool:
+        """Take the job's token; False if someone already has."""
+        try:
+            self._token.pop()
+        except IndexError:
+            return False
+        return True
 
 
 class Scheduler:
@@ -86,6 +98,11 @@ class Scheduler:
     Each thread is bound to one instance's runner, so a job goes to whichever instance
     has a free thread. With a ``BatchSpec`` each thread gathers a batch before calling
     its runner with the list of payloads.
+
+    The hand-off is on every request's path, so the event loop takes no lock: the queue
+    is a C ``SimpleQueue``, a job is owned by whoever claims its token, and ``submit``
+    and ``cancel`` (called from one thread, the event loop) only write counters that the
+    model threads read. A cancelled job stays queued until a thread pops and skips it.
     """
 
     def __init__(
@@ -102,9 +119,11 @@ class Scheduler:
         self._max_queue = max_queue
         self._batch = batch
         self._clock = clock
-        self._queue: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._running = 0
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # model threads only
+        self._cancelled = 0  # cancel() calls that took a queued job: written by the loop
+        self._skipped = 0  # cancelled jobs popped and dropped: written under _lock
+        self._running = 0  # threads running predict now: written under _lock
         self._closing = False
         self._threads: list[threading.Thread] = []
         self.on_batch: Callable[[int], None] | None = None
@@ -113,8 +132,8 @@ class Scheduler:
 
     @property
     def queue_depth(self) -> int:
-        """Jobs waiting for a thread."""
-        return len(self._queue)
+        """Live jobs waiting for a thread: what ``max_queue`` bounds."""
+        return self._queue.qsize() - (self._cancelled - self._skipped)
 
     @property
     def running(self) -> int:
@@ -147,93 +166,91 @@ class Scheduler:
         """
         now = self._clock()
         job = Job(payload, on_done, deadline=now + timeout, enqueued_at=now)
-        with self._cond:
-            if self._closing:
-                raise OverloadedError("the server is shutting down")
-            free = self.slots - self._running - len(self._queue)
-            if free <= 0 and len(self._queue) >= self._max_queue:
-                raise OverloadedError(
-                    f"server overloaded: {len(self._queue)} requests already wait for predict"
-                )
-            self._queue.append(job)
-            self._cond.notify()
+        if self._closing:
+            raise OverloadedError("the server is shutting down")
+        pending = self.queue_depth
+        if pending >= self._max_queue and self.slots - self._running - pending <= 0:
+            raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
+        self._queue.put(job)
         return job
 
     def cancel(self, job: Job) -> bool:
         """Take a job out of the queue if it has not started. Returns True if it was."""
-        with self._cond:
-            if job.state is not JobState.PENDING:
-                return False
-            job.state = JobState.CANCELLED
-            self._queue.remove(job)
-            return True
+        if not job.claim():
+            return False
+        job.state = JobState.CANCELLED
+        self._cancelled += 1
+        return True
 
     def close(self, timeout: float) -> None:
         """Let queued jobs finish, then stop the threads (waits at most ``timeout``)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        self._closing = True
+        for _ in self._threads:
+            self._queue.put(None)  # one stop mark per thread, after every queued job
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _take(self) -> list[Job] | None:
-        """Block for the next job (or batch). None when closing with nothing queued."""
-        with self._cond:
-            while True:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return None
-                jobs = [self._queue.popleft()]
-                if self._batch is not None:
-                    self._gather(jobs, self._batch)
-                now = self._clock()
-                live = [job for job in jobs if job.deadline > now]
-                for job in jobs:
-                    job.state = JobState.RUNNING if job.deadline > now else JobState.DONE
-                    job.started_at = now
-                expired = [job for job in jobs if job.state is JobState.DONE]
-                if live:
-                    self._running += 1
-                if expired:
-                    self._cond.release()
-                    try:
-                        for job in expired:
-                            _finish(job, None, QueueTimeoutError("request timed out in the queue"))
-                    finally:
-                        self._cond.acquire()
-                if live:
-                    return live
+    def _pop(self, timeout: float | None) -> Job | None | bool:
+        """The next live job; None for a stop mark; False when ``timeout`` ran out.
 
-    def _gather(self, jobs: list[Job], spec: BatchSpec) -> None:
-        # Called with the lock held. One deadline per batch, from its first item.
-        deadline = jobs[0].enqueued_at + spec.max_delay_ms / 1000.0
-        while len(jobs) < spec.max_batch_size:
-            if self._queue:
-                jobs.append(self._queue.popleft())
+        ``timeout`` None blocks; 0 does not wait. Expired jobs are answered 504 here.
+        """
+        while True:
+            try:
+                job = self._queue.get(timeout is None or timeout > 0, timeout or None)
+            except queue.Empty:
+                return False
+            if job is None:
+                return None
+            if not job.claim():
+                with self._lock:
+                    self._skipped += 1
                 continue
-            remaining = deadline - self._clock()
-            if remaining <= 0 or self._closing:
-                return
-            self._cond.wait(remaining)
+            now = self._clock()
+            live = job.deadline > now
+            job.state = JobState.RUNNING if live else JobState.DONE
+            job.started_at = now
+            if live:
+                return job
+            _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+
+    def _gather(self, first: Job, spec: BatchSpec) -> tuple[list[Job], bool]:
+        """A batch from ``first``: until full, or its deadline. True if a stop mark came."""
+        jobs = [first]
+        deadline = first.enqueued_at + spec.max_delay_ms / 1000.0
+        while len(jobs) < spec.max_batch_size:
+            job = self._pop(max(0.0, deadline - self._clock()))
+            if job is False:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)  # type: ignore[arg-type]
+        return jobs, False
 
     def _serve(self, runner: Runner) -> None:
-        # Runs on a model thread until close().
-        while True:
-            jobs = self._take()
-            if jobs is None:
+        # Runs on a model thread until it pops its stop mark.
+        stopping = False
+        while not stopping:
+            first = self._pop(None)
+            if not isinstance(first, Job):
                 return
+            if self._batch is None:
+                jobs = [first]
+            else:
+                jobs, stopping = self._gather(first, self._batch)
+            with self._lock:
+                self._running += 1
             try:
                 if self._batch is None:
-                    self._run_one(runner, jobs[0])
+                    self._run_one(runner, first)
                 else:
                     self._run_batch(runner, jobs)
             finally:
-                with self._cond:
+                with self._lock:
                     self._running -= 1
             if self.on_timing is not None:
-                ran = self._clock() - jobs[0].started_at
+                ran = self._clock() - jobs[-1].started_at
                 for job in jobs:
                     self.on_timing(job.started_at - job.enqueued_at, ran)
 

@@ -57,10 +57,13 @@ def test_metrics_count_503_and_504(serve):
     assert metric(text, "openbayes_serving_rejected_total", reason="timeout") == 1
 
 
-def test_metrics_sum_over_several_workers(serve):
+def test_metrics_sum_over_several_workers_and_request_ids_stay_unique(serve):
     server = serve("echo_json", "--workers", "2")
+    ids = set()
     for _ in range(20):
-        requests.post(server.url, json={}, headers={"Connection": "close"}, timeout=5)
+        rv = requests.post(server.url, json={}, headers={"Connection": "close"}, timeout=5)
+        ids.add(rv.headers["x-request-id"])
+    assert len(ids) == 20
     totals = {
         metric(
             requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=5).text,
