@@ -7,6 +7,7 @@ The model is built after the fork, on a loader thread started by the ASGI lifesp
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import enum
 import functools
@@ -35,6 +36,7 @@ from .inject import HttpRequest
 from .metrics import Metrics
 from .predictor import STREAMED, Pipeline, PredictCall, PredictorSpec, build_instance
 from .responses import (
+    REQUEST_ID,
     Receive,
     RequestInfo,
     Responder,
@@ -49,7 +51,6 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GREETING = {"message": "The service works: POST a request to this address to run a prediction."}
 
 
@@ -85,6 +86,7 @@ class ServingApp:
         self._out = Responder(settings.cors_origins, show_details=settings.is_local)
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self.load_error: PredictorError | None = None
+        self._completions: _Completions | None = None  # made on the event loop
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -329,15 +331,18 @@ class ServingApp:
         assert self.scheduler is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        completions = self._completions
+        if completions is None:
+            completions = self._completions = _Completions(loop)
 
         def on_done(result: Any, error: BaseException | None) -> None:
             if result is not STREAMED:
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                completions.settle(future, result, error)
 
         def open_stream() -> Channel:
             event = asyncio.Event()
             channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
-            loop.call_soon_threadsafe(_settle, future, StreamStart(channel, event), None)
+            completions.settle(future, StreamStart(channel, event), None)
             return channel
 
         remaining = deadline - time.monotonic()
@@ -391,6 +396,36 @@ class ServingApp:
                 traceback.format_exception(type(exc), exc, exc.__traceback__)
             )
         return await self._out.json(send, ctx, 500, body)
+
+
+class _Completions:
+    """Results handed from model threads to the event loop, one wake-up per group.
+
+    ``call_soon_threadsafe`` writes to the loop's wake-up pipe: once per result is a
+    system call per request. Here a thread appends to a deque and wakes the loop only
+    when no drain is already scheduled; the drain settles everything queued so far.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        self._items = collections.deque()
+        self._scheduled = False
+
+    def settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        """Any thread: resolve ``future`` on the loop."""
+        self._items.append((future, result, error))
+        if not self._scheduled:
+            # A drain scheduled twice is harmless; a result never drained is not: the flag
+            # is reset before draining, so an append after the reset schedules again.
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        items = self._items
+        while items:
+            _settle(*items.popleft())
 
 
 class _ClientGone(Exception):

@@ -49,7 +49,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    """Serve a directory: start.sh if present, else predictor.py."""
+    """Serve a directory: start.sh if present, else predictor.py (on Ray with --ray-replicas)."""
+    if args.ray_replicas is not None:
+        from .ray import serve_directory
+
+        return serve_directory(Path(args.dir), args.ray_replicas, rest)
     launcher.launch(Path(args.dir), rest)
     return 0  # not reached: launch replaces the process
 
@@ -122,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve DIR. Other flags (--port, --host, any setting) go to the server.",
     )
     run.add_argument("dir", nargs="?", default=".", help="the deployment directory")
+    run.add_argument(
+        "--ray-replicas",
+        type=int,
+        metavar="N",
+        help="serve predictor.py on Ray Serve with N replicas (needs openbayes-serving[ray])",
+    )
     predict = sub.add_parser("predict", help="call DIR's predictor in-process, without a server")
     predict.add_argument("dir", help="directory with predictor.py")
     source = predict.add_mutually_exclusive_group()

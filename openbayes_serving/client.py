@@ -13,10 +13,12 @@ import json as jsonlib
 import logging
 import mimetypes
 from collections.abc import Generator, Iterator, Mapping
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
-import requests
 from msgpack import packb, unpackb
+
+if TYPE_CHECKING:  # imported when a Client is made: importing the package stays light
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class Client:
     def __init__(self, url: str, timeout: Timeout = 60, api_key: str | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        import requests
+
         self.session = requests.Session()
         if api_key is not None:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
@@ -209,6 +213,8 @@ class Client:
         return response
 
     def _probe(self, path: str) -> bool:
+        import requests
+
         url = f"{self.url.rstrip('/')}/{path}"
         try:
             with self.session.get(url, timeout=self.timeout) as response:

@@ -10,7 +10,6 @@ import io
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -121,25 +120,3 @@ def http_exception_status(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, HTTPException) and exc.code is not None:
         return exc.code, exc.description or exc.name
     return None
-
-
-def uses_flask_globals(module: ModuleType | None) -> bool:
-    """True when a predictor's module imported Flask or its globals (request, jsonify).
-
-    Looks at the types of the module's globals only: a werkzeug LocalProxy must not be
-    touched outside a request context.
-    """
-    if module is None:
-        return False
-    for value in vars(module).values():
-        if isinstance(value, ModuleType):
-            name = value.__name__
-        elif isinstance(value, type):
-            name = value.__module__
-        else:
-            name = type(value).__module__
-            if name == "builtins" or name == "function":
-                name = getattr(value, "__module__", None) or ""
-        if name.split(".", 1)[0] in ("flask", "werkzeug"):
-            return True
-    return False

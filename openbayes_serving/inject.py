@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import codec, flask_compat
+from . import codec
 from .errors import PredictorError
 from .settings import Settings
 
@@ -60,6 +60,8 @@ class HttpRequest:
     def environ(self) -> dict[str, Any]:
         """The WSGI environ, built on first use."""
         if self._environ is None:
+            from . import flask_compat
+
             self._environ = flask_compat.build_environ(self.scope, self.body)
         return self._environ
 
@@ -76,14 +78,33 @@ _UNSET: Any = object()
 
 RequestResolver = Callable[[HttpRequest], Any]
 
+
+def _params(request: HttpRequest) -> Any:
+    from . import flask_compat  # werkzeug loads in the worker, not in the master
+
+    return flask_compat.make_args(request.scope.get("query_string", b""))
+
+
+def _headers(request: HttpRequest) -> Any:
+    from . import flask_compat
+
+    return flask_compat.make_headers(request.scope.get("headers", ()))
+
+
+def _request(request: HttpRequest) -> Any:
+    from . import flask_compat
+
+    return flask_compat.make_request(request.environ())
+
+
 REQUEST_RESOLVERS: dict[str, RequestResolver] = {
     "json": lambda r: r.parsed(strict=True),
     "payload": lambda r: r.parsed(strict=False),
     "data": lambda r: r.body,
-    "params": lambda r: flask_compat.make_args(r.scope.get("query_string", b"")),
-    "args": lambda r: flask_compat.make_args(r.scope.get("query_string", b"")),
-    "headers": lambda r: flask_compat.make_headers(r.scope.get("headers", ())),
-    "request": lambda r: flask_compat.make_request(r.environ()),
+    "params": _params,
+    "args": _params,
+    "headers": _headers,
+    "request": _request,
 }
 
 

@@ -47,6 +47,7 @@ class Metrics:
             **kw,
         )
         self._stages = {stage: self.latency.labels(stage) for stage in STAGES}
+        self._request_children: dict[tuple[str, int], Any] = {}
         self.batch_size = Histogram(
             "openbayes_serving_batch_size",
             "Requests per call of a batched predict.",
@@ -75,7 +76,12 @@ class Metrics:
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request (any route)."""
         route = path if path in _ROUTES else "other"
-        self.requests.labels(route, str(status)).inc()
+        child = self._request_children.get((route, status))
+        if child is None:  # labels() takes a lock and builds a key: do it once per pair
+            child = self._request_children[(route, status)] = self.requests.labels(
+                route, str(status)
+            )
+        child.inc()
         if route == "/":
             self._stages["total"].observe(seconds)
             if status == 503:

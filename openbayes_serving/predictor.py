@@ -14,9 +14,10 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
-from . import flask_compat, inject
+from . import inject
 from .errors import PredictorError
 from .inject import HttpRequest, InitContext
 from .scheduler import BatchSpec, Channel
@@ -140,7 +141,7 @@ def inspect_predictor(cls: type, settings: Settings) -> PredictorSpec:
         batch=batch,
         is_streaming=is_streaming,
         has_run=has_run,
-        uses_flask=flask_compat.uses_flask_globals(module),
+        uses_flask=uses_flask_globals(module),
     )
     if any(name == "onnx" for _, name in init_params):
         if importlib.util.find_spec("onnxruntime") is None:
@@ -150,6 +151,28 @@ def inspect_predictor(cls: type, settings: Settings) -> PredictorSpec:
             )
         inject.find_onnx_model(settings, directory)
     return spec
+
+
+def uses_flask_globals(module: ModuleType | None) -> bool:
+    """True when a predictor's module imported Flask or its globals (request, jsonify).
+
+    Looks at the types of the module's globals only: a werkzeug LocalProxy must not be
+    touched outside a request context.
+    """
+    if module is None:
+        return False
+    for value in vars(module).values():
+        if isinstance(value, ModuleType):
+            name = value.__name__
+        elif isinstance(value, type):
+            name = value.__module__
+        else:
+            name = type(value).__module__
+            if name == "builtins" or name == "function":
+                name = getattr(value, "__module__", None) or ""
+        if name.split(".", 1)[0] in ("flask", "werkzeug"):
+            return True
+    return False
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -230,6 +253,8 @@ class Pipeline:
 
     def run_preprocess(self, args: dict[str, Any], request: HttpRequest) -> Any:
         """Call a synchronous preprocess (on the pool)."""
+        from . import flask_compat
+
         assert self.preprocess is not None
         if self.spec.uses_flask:
             with flask_compat.request_context(request.environ()):
@@ -248,6 +273,8 @@ class Pipeline:
                 pump(result, call.open_stream())
                 return STREAMED
             return result
+
+        from . import flask_compat
 
         def run_one(call: PredictCall) -> Any:
             if spec.uses_flask:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import itertools
 import logging
@@ -21,15 +22,18 @@ from .scheduler import Channel
 
 logger = logging.getLogger(__name__)
 
+# The id of the request being served, for log lines (set by app.py, read by server.py).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
 # Request ids: a random per-process prefix and a counter. Unique across processes and
 # restarts without a system call per request (uuid4 reads os.urandom every time).
-_id_prefix = uuid.uuid4().hex[:12]
+_id_prefix = uuid.uuid4().hex[:16]
 _id_counter = itertools.count(1)
 
 
 def _new_id_prefix() -> None:
     global _id_prefix, _id_counter
-    _id_prefix = uuid.uuid4().hex[:12]
+    _id_prefix = uuid.uuid4().hex[:16]
     _id_counter = itertools.count(1)
 
 
@@ -37,7 +41,7 @@ os.register_at_fork(after_in_child=_new_id_prefix)  # each gunicorn worker its o
 
 
 def new_request_id() -> str:
-    """A fresh request id, such as ``3f9c0a1b2c4d-1a``."""
+    """A fresh request id, such as ``3f9c0a1b2c4d5e6f-1a``."""
     return f"{_id_prefix}-{next(_id_counter):x}"
 
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from gunicorn.app.base import BaseApplication
@@ -26,11 +26,14 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from .app import REQUEST_ID, ServingApp, create_app
 from .errors import StartupError
 from .metrics import mark_worker_dead
 from .predictor import PredictorSpec, inspect_predictor
+from .responses import REQUEST_ID
 from .settings import Settings, export_environ, public_fields, resolve_settings
+
+if TYPE_CHECKING:  # the app (and Flask) load in the worker, after the fork
+    from .app import ServingApp
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +169,8 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
 
     def load(self) -> ServingApp:
         """Build the ASGI app (in the worker, after the fork)."""
+        from .app import create_app
+
         return create_app(self.spec, self.settings, metrics_dir=self.metrics_dir)
 
     def _child_exit(self, arbiter: Any, worker: Any) -> None:

@@ -162,8 +162,8 @@ class PythonPredictor:
 
     def predict(self, payload):
         image = Image.open(io.BytesIO(payload))
-        config = self.config
-        return {"size": list(image.size), "threshold": config["threshold"], "name": config["name"]}
+        get = self.config.get
+        return {"size": list(image.size), "threshold": get("threshold"), "name": get("name")}
 
 
 if __name__ == "__main__":

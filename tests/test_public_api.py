@@ -30,10 +30,12 @@ def test_common_serving_error_is_the_same_class():
     )
 
 
-def test_importing_the_package_loads_no_onnxruntime_nor_torch():
+def test_importing_the_package_loads_no_onnxruntime_torch_flask_or_requests():
+    # The gunicorn master imports the package: what it does not load, it does not hold.
     code = (
-        "import sys, openbayes_serving; "
-        "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))"
+        "import sys, openbayes_serving; print(sorted(m for m in "
+        "('onnxruntime', 'torch', 'flask', 'werkzeug', 'requests', 'prometheus_client') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
