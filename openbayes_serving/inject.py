@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -179,11 +180,20 @@ def onnx_providers(ort: Any, device: str) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _resolve_onnx(ctx: InitContext) -> Any:
     ort = import_onnxruntime()
     path = find_onnx_model(ctx.settings, ctx.predictor_dir)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = ctx.settings.onnx_threads
+    threads = ctx.settings.onnx_threads or available_cores()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     spinning = "1" if ctx.settings.onnx_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
@@ -195,7 +205,7 @@ def _resolve_onnx(ctx: InitContext) -> Any:
         "loaded %s (providers: %s; intra-op threads: %d; spinning: %s)",
         path,
         ", ".join(session.get_providers()),
-        ctx.settings.onnx_threads,
+        threads,
         "on" if ctx.settings.onnx_spinning else "off",
     )
     return session

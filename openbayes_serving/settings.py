@@ -162,7 +162,9 @@ class Settings:
         _optional_str,
         "When set, POST / and /metrics need `Authorization: Bearer KEY` or `X-API-Key: KEY`.",
     )
-    onnx_threads: int = _setting(1, _positive_int, "Intra-op threads of each onnxruntime session.")
+    onnx_threads: int = _setting(
+        0, _non_negative_int, "Intra-op threads of each onnxruntime session; 0: one per core."
+    )
     onnx_spinning: bool = _setting(
         False, _bool, "Let onnxruntime threads spin-wait (faster alone, slower under load)."
     )
