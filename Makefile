@@ -20,7 +20,7 @@ $(VENV)/.ok: setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[onnx,test,dev]'
+	$(PIP) install -q -e '.[onnx,test,dev,ray]'
 	touch $@
 
 env: $(VENV)/.ok

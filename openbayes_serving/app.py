@@ -7,7 +7,6 @@ The model is built after the fork, on a loader thread started by the ASGI lifesp
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import enum
 import functools
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from . import codec, flask_compat
+from .dispatch import Dispatcher
 from .errors import (
     MethodNotAllowedError,
     NotFoundError,
@@ -34,7 +34,7 @@ from .errors import (
 )
 from .inject import HttpRequest
 from .metrics import Metrics
-from .predictor import STREAMED, Pipeline, PredictCall, PredictorSpec, build_instance
+from .predictor import Pipeline, PredictCall, PredictorSpec, build_instance
 from .responses import (
     REQUEST_ID,
     Receive,
@@ -46,7 +46,7 @@ from .responses import (
     preflight,
     ui_file,
 )
-from .scheduler import Channel, Scheduler
+from .scheduler import Scheduler
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class ServingApp:
         self.metrics = Metrics(metrics_dir)
         self.pipeline: Pipeline | None = None
         self.scheduler: Scheduler | None = None
+        self.dispatcher: Dispatcher | None = None
         self._on_fatal = on_fatal or (lambda code, drain: None)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.preprocess_threads, thread_name_prefix="pre-post"
@@ -86,7 +87,6 @@ class ServingApp:
         self._out = Responder(settings.cors_origins, show_details=settings.is_local)
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self.load_error: PredictorError | None = None
-        self._completions: _Completions | None = None  # made on the event loop
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -111,6 +111,7 @@ class ServingApp:
         self.scheduler.on_batch = self.metrics.observe_batch
         self.scheduler.on_timing = self.metrics.observe_timing
         self.scheduler.start()
+        self.dispatcher = Dispatcher(self.scheduler, self.settings.request_timeout)
         self.metrics.set_load_time(time.monotonic() - started)
         if self.spec.has_run:
             for instance in instances:
@@ -290,7 +291,7 @@ class ServingApp:
     async def _run_pipeline(
         self, scope: dict[str, Any], receive: Receive, send: Send, ctx: RequestInfo
     ) -> int:
-        if self.health is not Health.READY or self.pipeline is None or self.scheduler is None:
+        if self.health is not Health.READY or self.pipeline is None or self.dispatcher is None:
             reason = (
                 "the model is loading"
                 if self.health is Health.STARTING
@@ -309,7 +310,7 @@ class ServingApp:
             else:
                 value = await self._offload(pipeline.run_preprocess, value, request)
             self.metrics.observe_stage("preprocess", time.perf_counter() - started)
-        result = await self._schedule(value, request, deadline)
+        result = await self.dispatcher.submit(PredictCall(value, request, None), deadline)
         if isinstance(result, StreamStart):
             return await self._out.stream(send, receive, ctx, result)
         if pipeline.postprocess is not None:
@@ -326,47 +327,6 @@ class ServingApp:
             return await self._out.respond(send, ctx, status, data, None, headers)
         data, content_type = codec.encode_result(result, ctx.accept)
         return await self._out.respond(send, ctx, 200, data, content_type)
-
-    async def _schedule(self, value: Any, request: HttpRequest, deadline: float) -> Any:
-        assert self.scheduler is not None
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        completions = self._completions
-        if completions is None:
-            completions = self._completions = _Completions(loop)
-
-        def on_done(result: Any, error: BaseException | None) -> None:
-            if result is not STREAMED:
-                completions.settle(future, result, error)
-
-        def open_stream() -> Channel:
-            event = asyncio.Event()
-            channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
-            completions.settle(future, StreamStart(channel, event), None)
-            return channel
-
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise QueueTimeoutError("request timed out before predict")
-        job = self.scheduler.submit(PredictCall(value, request, open_stream), on_done, remaining)
-
-        def expire() -> None:
-            if not future.done():
-                self.scheduler.cancel(job)  # type: ignore[union-attr]
-                logger.warning(
-                    "request timed out after %.1fs: answered 504", self.settings.request_timeout
-                )
-                future.set_exception(
-                    QueueTimeoutError(
-                        f"request did not finish within {self.settings.request_timeout:g}s"
-                    )
-                )
-
-        timer = loop.call_later(remaining, expire)
-        try:
-            return await future
-        finally:
-            timer.cancel()
 
     async def _send_error(self, send: Send, ctx: RequestInfo, exc: Exception) -> int:
         """The single mapping from exceptions to HTTP answers."""
@@ -398,47 +358,8 @@ class ServingApp:
         return await self._out.json(send, ctx, 500, body)
 
 
-class _Completions:
-    """Results handed from model threads to the event loop, one wake-up per group.
-
-    ``call_soon_threadsafe`` writes to the loop's wake-up pipe: once per result is a
-    system call per request. Here a thread appends to a deque and wakes the loop only
-    when no drain is already scheduled; the drain settles everything queued so far.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
-        self._items = collections.deque()
-        self._scheduled = False
-
-    def settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-        """Any thread: resolve ``future`` on the loop."""
-        self._items.append((future, result, error))
-        if not self._scheduled:
-            # A drain scheduled twice is harmless; a result never drained is not: the flag
-            # is reset before draining, so an append after the reset schedules again.
-            self._scheduled = True
-            self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        self._scheduled = False
-        items = self._items
-        while items:
-            _settle(*items.popleft())
-
-
 class _ClientGone(Exception):
     """The client disconnected before its request was read."""
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def create_app(

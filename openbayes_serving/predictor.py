@@ -205,7 +205,7 @@ class PredictCall:
 
     value: Any  # the kwargs of predict, or the result of preprocess
     request: HttpRequest
-    open_stream: Callable[[], Channel]
+    open_stream: Callable[[], Channel] | None  # set by the dispatcher
 
 
 def _is_stream(value: Any) -> bool:
@@ -270,6 +270,7 @@ class Pipeline:
         def invoke(call: PredictCall) -> Any:
             result = predict(call.value) if spec.has_preprocess else predict(**call.value)
             if _is_stream(result):
+                assert call.open_stream is not None
                 pump(result, call.open_stream())
                 return STREAMED
             return result

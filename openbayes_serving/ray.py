@@ -85,7 +85,10 @@ class ReplicaApp:
                 try:
                     await loop.run_in_executor(None, self._load)
                 except Exception as exc:  # start-up boundary: Ray reports it and retries
-                    logger.exception("replica failed to start")
+                    if isinstance(exc, StartupError):
+                        logger.error("replica failed to start: %s", exc)
+                    else:
+                        logger.exception("replica failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -104,9 +107,9 @@ class ReplicaApp:
         spec = inspect_predictor(find_predictor_class(directory / "predictor.py"), self.settings)
         app = create_app(spec, self.settings, on_fatal=_report_fatal)
         app.load()
+        self.app = app
         if app.health is not Health.READY:
             raise StartupError(str(app.load_error or "the predictor did not load"))
-        self.app = app
 
 
 async def _send_without_request_id(send: Send, message: dict[str, Any]) -> None:

@@ -1,0 +1,109 @@
+"""Hand predict calls from the event loop to the model threads and bring results back.
+
+The bridge between asyncio and the scheduler's threads: one future per request, a timer
+for ``request_timeout``, and one loop wake-up per group of results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import time
+from typing import Any
+
+from .errors import QueueTimeoutError
+from .predictor import STREAMED, PredictCall
+from .responses import StreamStart
+from .scheduler import Channel, Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Submits predict calls from the event loop and awaits their results."""
+
+    def __init__(self, scheduler: Scheduler, request_timeout: float) -> None:
+        self.scheduler = scheduler
+        self.request_timeout = request_timeout
+        self._completions: _Completions | None = None  # made on the event loop
+
+    async def submit(self, call: PredictCall, deadline: float) -> Any:
+        """The result of predict for ``call``, or a StreamStart when predict streams.
+
+        Raises:
+            OverloadedError: the queue is full (503).
+            QueueTimeoutError: no result before ``deadline`` (504); the job leaves the queue.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        completions = self._completions
+        if completions is None:
+            completions = self._completions = _Completions(loop)
+
+        def on_done(result: Any, error: BaseException | None) -> None:
+            if result is not STREAMED:
+                completions.settle(future, result, error)
+
+        def open_stream() -> Channel:
+            event = asyncio.Event()
+            channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
+            completions.settle(future, StreamStart(channel, event), None)
+            return channel
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise QueueTimeoutError("request timed out before predict")
+        call.open_stream = open_stream
+        job = self.scheduler.submit(call, on_done, remaining)
+
+        def expire() -> None:
+            if not future.done():
+                self.scheduler.cancel(job)
+                logger.warning("request timed out after %.1fs: answered 504", self.request_timeout)
+                future.set_exception(
+                    QueueTimeoutError(f"request did not finish within {self.request_timeout:g}s")
+                )
+
+        timer = loop.call_later(remaining, expire)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+
+class _Completions:
+    """Results handed from model threads to the event loop, one wake-up per group.
+
+    ``call_soon_threadsafe`` writes to the loop's wake-up pipe: once per result is a
+    system call per request. Here a thread appends to a deque and wakes the loop only
+    when no drain is already scheduled; the drain settles everything queued so far.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        self._items = collections.deque()
+        self._scheduled = False
+
+    def settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        """Any thread: resolve ``future`` on the loop."""
+        self._items.append((future, result, error))
+        if not self._scheduled:
+            # A drain scheduled twice is harmless; a result never drained is not: the flag
+            # is reset before draining, so an append after the reset schedules again.
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        items = self._items
+        while items:
+            future, result, error = items.popleft()
+            if future.done():
+                continue  # answered 504 already
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
