@@ -96,10 +96,11 @@ class ServingApp:
         try:
             instances = [build_instance(self.spec, self.settings, d) for d in self.settings.devices]
         except PredictorError as exc:
-            logger.error("%s", exc)
-            self.load_error = exc
-            self.health = Health.FAILED
-            self._on_fatal(3, False)
+            self._fail_to_load(exc)
+            return
+        except Exception as exc:  # a bug below the predictor: still one line, still exit 3
+            logger.exception("building the model failed")
+            self._fail_to_load(PredictorError(f"building the model failed: {exc}"))
             return
         self.pipeline = Pipeline(self.spec, instances)
         self.scheduler = Scheduler(
@@ -128,6 +129,12 @@ class ServingApp:
             self.settings.predict_concurrency,
             f", batch {self.spec.batch.max_batch_size}" if self.spec.batch else "",
         )
+
+    def _fail_to_load(self, exc: PredictorError) -> None:
+        logger.error("%s", exc)
+        self.load_error = exc
+        self.health = Health.FAILED
+        self._on_fatal(3, False)
 
     def _background(self, run: Callable[[], Any]) -> None:
         try:

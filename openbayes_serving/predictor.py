@@ -192,7 +192,17 @@ def build_instance(spec: PredictorSpec, settings: Settings, device: str) -> Any:
         PredictorError: injection failed or ``__init__`` raised; one line says why.
     """
     ctx = InitContext(settings=settings, predictor_dir=spec.directory, device=device)
-    kwargs = {param: inject.INIT_RESOLVERS[name](ctx) for param, name in spec.init_params}
+    kwargs = {}
+    for param, name in spec.init_params:
+        try:
+            kwargs[param] = inject.INIT_RESOLVERS[name](ctx)
+        except PredictorError as exc:
+            raise PredictorError(f"{spec.name}.__init__(): {exc}") from exc
+        except Exception as exc:  # onnxruntime refusing a file, a broken config, ...
+            raise PredictorError(
+                f"{spec.name}.__init__() asks for {param!r}, which could not be made: "
+                f"{describe_exception(exc)}"
+            ) from exc
     try:
         return spec.cls(**kwargs)
     except Exception as exc:

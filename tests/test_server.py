@@ -146,3 +146,20 @@ def test_unrecoverable_error_answers_500_drains_in_flight_and_exits_non_zero(ser
 def test_model_loads_after_the_fork_and_healthz_answers(serve):
     server = serve("echo_json")
     assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "ready"}
+
+
+def test_model_file_that_onnxruntime_refuses_exits_3_with_one_line(tmp_path):
+    (tmp_path / "predictor.py").write_text((PREDICTORS / "asks_onnx.py").read_text())
+    (tmp_path / "model.onnx").write_bytes(b"not a model")
+    cmd = [
+        sys.executable,
+        str(tmp_path / "predictor.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=clean_env())
+    assert result.returncode == 3
+    assert "Predictor.__init__() asks for 'onnx', which could not be made:" in result.stderr
+    assert "Traceback" not in result.stderr
