@@ -191,6 +191,9 @@ class ServingApp:
             status = await self._send_error(send, ctx, exc)
         finally:
             self.metrics.observe_request(scope["path"], status, time.perf_counter() - started)
+            if self.metrics.is_multiprocess and self.scheduler is not None:
+                # Every worker keeps its own gauge current: a scrape reaches only one.
+                self.metrics.queue_depth.set(self.scheduler.queue_depth)
             REQUEST_ID.reset(token)
 
     async def _route(

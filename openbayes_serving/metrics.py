@@ -24,6 +24,7 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self._multiprocess_dir = multiprocess_dir
+        self.is_multiprocess = multiprocess_dir is not None
         registry = self.registry = None if multiprocess_dir else CollectorRegistry()
         kw: dict[str, Any] = {"registry": registry} if registry else {}
         self.requests = Counter(
