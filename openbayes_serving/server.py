@@ -21,6 +21,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
@@ -82,6 +83,31 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root.addHandler(handler)
 
 
+class _Logger(glogging.Logger):  # type: ignore[misc,unused-ignore]
+    """gunicorn's logger, writing through the root logger: one format (text or JSON)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            log.propagate = True
+
+
+def _route_uvicorn_logs() -> None:
+    # uvicorn's worker points uvicorn's loggers at gunicorn's handlers; send them through
+    # the root logger instead, so that every line has the same format and request id.
+    for name in ("uvicorn", "uvicorn.error"):
+        log = logging.getLogger(name)
+        log.handlers = []
+        log.propagate = True
+    # No access log: uvicorn writes one only when this logger has handlers, and a line per
+    # request costs more CPU than the rest of an echo request.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+
+
 class _DrainingServer(Server):
     """uvicorn's server, telling the app to drain before it stops accepting."""
 
@@ -104,6 +130,7 @@ class Worker(UvicornWorker):
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = int(self.cfg.graceful_timeout)
         self.config.access_log = False
+        _route_uvicorn_logs()
         self._exit_code = 0
         self._server: _DrainingServer | None = None
 
@@ -157,6 +184,7 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
             "preload_app": False,
             "loglevel": s.log_level,
             "accesslog": None,
+            "logger_class": _Logger,
             "proc_name": f"openbayes-serving: {self.spec.name}",
             "child_exit": self._child_exit,
             "on_exit": self._on_exit,
