@@ -93,12 +93,13 @@ def _ensure_sender() -> None:
 def _send_forever() -> None:
     import requests
 
+    url = environ_snapshot().get("OPENBAYES_SERVING_EVENTS_URL", COLLECTOR_URL)
     session = requests.Session()
     while True:
         message = _outbox.get()
         try:
             session.post(
-                COLLECTOR_URL,
+                url,
                 data=message,
                 headers={"Content-Type": "application/msgpack"},
                 timeout=COLLECTOR_TIMEOUT,

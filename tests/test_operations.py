@@ -164,3 +164,40 @@ def test_worker_killed_by_sigkill_is_replaced_and_ready_again(serve):
     else:
         pytest.fail("the worker was not replaced")
     assert requests.post(server.url, json={"back": True}, timeout=5).json() == {"back": True}
+
+
+def test_emit_event_in_production_posts_msgpack_to_the_collector(serve):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import msgpack
+
+    received: list[tuple[str, dict]] = []
+    arrived = threading.Event()
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Content-Type"], msgpack.unpackb(body)))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Collector) as collector:
+        thread = threading.Thread(target=collector.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{collector.server_address[1]}/events"
+        server = serve(
+            "emits_event",
+            env={"OPENBAYES_SERVING_PRODUCTION": "1", "OPENBAYES_SERVING_EVENTS_URL": url},
+        )
+        rv = requests.post(
+            server.url, json={"x": 5}, headers={"X-Openbayes-Serving-Request-Id": "42"}, timeout=5
+        )
+        assert rv.status_code == 200
+        assert arrived.wait(10)
+        collector.shutdown()
+    assert received == [("application/msgpack", {"id": 42, "name": "seen", "data": b'{"x":5}'})]
