@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
-import sys
 import threading
 import uuid
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -18,27 +15,11 @@ from urllib.parse import parse_qsl, urlsplit
 import msgpack
 import pytest
 import requests
+from conftest import FakeServer, png_bytes
 
 from openbayes_serving.client import Client, PredictError
 
 WAIT = 5.0  # seconds any handshake between the test and the server may take
-
-
-def png_bytes(width: int = 2, height: int = 2) -> bytes:
-    """A valid RGB PNG, built without Pillow."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + b"\xff\x80\x00" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 class FakeError(Exception):
@@ -79,31 +60,17 @@ def fake_predict(payload: Any, params: dict[str, str]) -> Any:
     return {"payload": payload, "params": params}
 
 
-class FakeRuntime(ThreadingHTTPServer):
+class FakeRuntime(FakeServer):
     """A stdlib HTTP server that answers as openbayes-serving does."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeHandler)
+        super().__init__(FakeHandler)
         self.ready = True
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.request_ids: list[str] = []
-        self.errors: list[BaseException] = []
         self.gate = threading.Event()
         self.gate_opened_in_time: bool | None = None
         self.client_left = threading.Event()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep what a handler raised, for the fixture to report; a client that left is fine."""
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, ConnectionError):
-            self.errors.append(error)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
 
 
 class FakeHandler(BaseHTTPRequestHandler):

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-import struct
-import sys
 import threading
 import uuid
-import zlib
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from conftest import FakeServer, png_bytes
 
 UI_DIR = Path(__file__).resolve().parent.parent / "openbayes_serving" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,45 +40,14 @@ EXPECT_MS = 10_000  # how long an assertion on the page waits for it to become t
 HOSTILE = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>"
 
 
-def png_bytes(width: int = 3, height: int = 2) -> bytes:
-    """A valid RGB PNG, built without Pillow."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + b"\x20\x90\xff" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-class FakeUiServer(ThreadingHTTPServer):
+class FakeUiServer(FakeServer):
     """Serves the page and answers POST / as a predictor ``return payload`` would."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeUiHandler)
+        super().__init__(FakeUiHandler)
         self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.errors: list[BaseException] = []
         self.gate = threading.Event()
         self.gate_opened_in_time: bool | None = None
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep what a handler raised, for the fixture to report; a client that left is fine."""
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, ConnectionError):
-            self.errors.append(error)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
 
 
 class FakeUiHandler(BaseHTTPRequestHandler):
