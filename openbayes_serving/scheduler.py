@@ -241,6 +241,7 @@ class Scheduler:
                 jobs, stopping = self._gather(first, self._batch)
             with self._lock:
                 self._running += 1
+            began = self._clock()
             try:
                 if self._batch is None:
                     self._run_one(runner, first)
@@ -250,9 +251,9 @@ class Scheduler:
                 with self._lock:
                     self._running -= 1
             if self.on_timing is not None:
-                ran = self._clock() - jobs[-1].started_at
-                for job in jobs:
-                    self.on_timing(job.started_at - job.enqueued_at, ran)
+                ran = self._clock() - began
+                for job in jobs:  # a batched job's wait includes gathering its batch
+                    self.on_timing(began - job.enqueued_at, ran)
 
     def _run_one(self, runner: Runner, job: Job) -> None:
         try:
