@@ -40,7 +40,6 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = "1"
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 WORK = HERE / ".work"
 LOGS = WORK / "logs"
 MODEL = WORK / "model" / "mlp.onnx"
@@ -346,26 +345,19 @@ print(json.dumps(out))
 
 
 def load_runtime(name: str, venv: Path) -> Runtime:
-    """Describe the runtime installed in ``venv``; fall back to PYTHONPATH for this repo."""
+    """Describe the runtime installed in ``venv`` (an import failure is reported, not hidden)."""
     python = venv / "bin" / "python"
     env = _base_env()
 
-    def versions() -> dict[str, str]:
-        done = subprocess.run(
-            [str(python), "-c", _VERSIONS_SCRIPT],
-            cwd=WORK,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return dict(json.loads(done.stdout)) if done.returncode == 0 else {"import": done.stderr}
-
-    found = versions()
-    if name == NEW and found.get("import") != "ok":
-        env["PYTHONPATH"] = str(REPO)
-        found = versions()
-        found["install"] = f"not pip-installed: PYTHONPATH={REPO}"
+    done = subprocess.run(
+        [str(python), "-c", _VERSIONS_SCRIPT],
+        cwd=WORK,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = dict(json.loads(done.stdout)) if done.returncode == 0 else {"import": done.stderr}
     return Runtime(name, python, env, found)
 
 
