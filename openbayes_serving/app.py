@@ -261,7 +261,10 @@ class ServingApp:
         # a timer cancels the read after request_timeout (no task per request).
         task = asyncio.current_task()
         assert task is not None
-        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, task.cancel)
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.settings.request_timeout, _expire, task, expired
+        )
         try:
             chunks = []
             size = 0
@@ -277,7 +280,9 @@ class ServingApp:
                 if not message.get("more_body"):
                     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except asyncio.CancelledError:
-            if timer.when() > asyncio.get_running_loop().time():
+            # The loop may run a timer slightly before its due time, so ask the timer
+            # itself whether it fired rather than comparing clocks.
+            if not expired:
                 raise  # cancelled by the server, not by the timer
             raise RequestTimeoutError(
                 f"the request body did not arrive within {self.settings.request_timeout:g}s"
@@ -370,6 +375,11 @@ class ServingApp:
 
 class _ClientGone(Exception):
     """The client disconnected before its request was read."""
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
 
 
 def create_app(
