@@ -61,7 +61,8 @@ def test_lone_request_waits_at_most_max_delay(serve):
     rv = requests.post(server.url, json={"values": [1, 2]}, timeout=10)
     elapsed = time.monotonic() - started
     assert rv.json() == {"sum": 3, "batch": 1}
-    assert elapsed < 0.1 + 0.02 + 0.25  # max_delay_ms + predict + HTTP slack
+    # A batch that waited to fill would never start: one request, one batch of 1.
+    assert elapsed < 0.1 + 0.02 + 0.5  # max_delay_ms + predict + HTTP slack on a busy machine
 
 
 def test_batched_predict_after_preprocess_gets_preprocess_results(serve):
@@ -85,7 +86,7 @@ def test_batching_with_several_batches_in_flight(serve):
 
 def test_queue_full_answers_503_with_retry_after_at_once_and_loses_nothing(serve):
     server = serve("sleeper", "--max-queue", "2")
-    bodies = [{"sleep": 0.5, "id": i} for i in range(8)]
+    bodies = [{"sleep": 1.0, "id": i} for i in range(8)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = []
         for body in bodies:
@@ -97,7 +98,7 @@ def test_queue_full_answers_503_with_retry_after_at_once_and_loses_nothing(serve
     assert statuses.count(503) == 5
     for status, elapsed, rv in answers:
         if status == 503:
-            assert elapsed < 0.3
+            assert elapsed < 0.5  # a queued request would take 1 s or more
             assert rv.headers["retry-after"] == "1"
             assert "overloaded" in rv.json()["error"]
 
