@@ -21,6 +21,7 @@ from typing import Any, Callable
 from . import codec, flask_compat
 from .dispatch import Dispatcher
 from .errors import (
+    ClientGone,
     MethodNotAllowedError,
     NotFoundError,
     OverloadedError,
@@ -185,7 +186,7 @@ class ServingApp:
         status = 500
         try:
             status = await self._route(scope, receive, send, ctx)
-        except _ClientGone:
+        except ClientGone:
             status = 499  # nobody to answer
         except Exception as exc:
             status = await self._send_error(send, ctx, exc)
@@ -271,7 +272,7 @@ class ServingApp:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise _ClientGone
+                    raise ClientGone
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
@@ -325,7 +326,9 @@ class ServingApp:
             else:
                 value = await self._offload(pipeline.run_preprocess, value, request)
             self.metrics.observe_stage("preprocess", time.perf_counter() - started)
-        result = await self.dispatcher.submit(PredictCall(value, request, None), deadline)
+        result = await self.dispatcher.submit(
+            PredictCall(value, request, None), deadline, _connection(receive)
+        )
         if isinstance(result, StreamStart):
             return await self._out.stream(send, receive, ctx, result)
         if pipeline.postprocess is not None:
@@ -373,8 +376,15 @@ class ServingApp:
         return await self._out.json(send, ctx, 500, body)
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request was read."""
+def _connection(receive: Receive) -> Any:
+    """The server's object for this request with a ``disconnected`` flag, if it has one.
+
+    uvicorn's ``receive`` is a method of its request cycle, which sets ``disconnected``
+    when the connection drops; a queued job whose client has gone is then dropped
+    instead of run. Other ASGI servers give None: their jobs always run.
+    """
+    cycle = getattr(receive, "__self__", None)
+    return cycle if isinstance(getattr(cycle, "disconnected", None), bool) else None
 
 
 def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:

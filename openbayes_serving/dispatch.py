@@ -29,8 +29,11 @@ class Dispatcher:
         self.request_timeout = request_timeout
         self._completions: _Completions | None = None  # made on the event loop
 
-    async def submit(self, call: PredictCall, deadline: float) -> Any:
+    async def submit(self, call: PredictCall, deadline: float, connection: Any = None) -> Any:
         """The result of predict for ``call``, or a StreamStart when predict streams.
+
+        ``connection``: see ``Scheduler.submit``; a job whose client has gone before it
+        starts raises ``ClientGone`` here instead of running.
 
         Raises:
             OverloadedError: the queue is full (503).
@@ -56,7 +59,7 @@ class Dispatcher:
         if remaining <= 0:
             raise QueueTimeoutError("request timed out before predict")
         call.open_stream = open_stream
-        job = self.scheduler.submit(call, on_done, remaining)
+        job = self.scheduler.submit(call, on_done, remaining, connection)
 
         def expire() -> None:
             if not future.done():

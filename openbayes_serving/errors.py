@@ -100,6 +100,10 @@ class QueueTimeoutError(ServingError):
     status_code = 504
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer: nobody to send it to."""
+
+
 class UnrecoverableError(Exception):
     """Raise from predict() when the model cannot serve again (a lost GPU, say).
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from .errors import OverloadedError, QueueTimeoutError, ServingError
+from .errors import ClientGone, OverloadedError, QueueTimeoutError, ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class Job:
     on_done: Done
     deadline: float
     enqueued_at: float
+    # The connection the request came on, if the server lets us see it: a job whose
+    # client has disconnected (``connection.disconnected``) is dropped, not run.
+    connection: Any = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     state: JobState = JobState.PENDING
     started_at: float = 0.0
@@ -158,14 +161,17 @@ class Scheduler:
                 thread.start()
                 self._threads.append(thread)
 
-    def submit(self, payload: Any, on_done: Done, timeout: float) -> Job:
+    def submit(self, payload: Any, on_done: Done, timeout: float, connection: Any = None) -> Job:
         """Queue a job; ``on_done(result, error)`` is called once, on a model thread.
+
+        ``connection``, when given, has a ``disconnected`` flag: if it is set by the time
+        a thread takes the job, the job is answered with ``ClientGone`` instead of run.
 
         Raises:
             OverloadedError: the queue already holds ``max_queue`` jobs, or is closing.
         """
         now = self._clock()
-        job = Job(payload, on_done, deadline=now + timeout, enqueued_at=now)
+        job = Job(payload, on_done, deadline=now + timeout, enqueued_at=now, connection=connection)
         if self._closing:
             raise OverloadedError("the server is shutting down")
         pending = self.queue_depth
@@ -194,7 +200,8 @@ class Scheduler:
     def _pop(self, timeout: float | None) -> Job | None | bool:
         """The next live job; None for a stop mark; False when ``timeout`` ran out.
 
-        ``timeout`` None blocks; 0 does not wait. Expired jobs are answered 504 here.
+        ``timeout`` None blocks; 0 does not wait. Expired jobs are answered 504 here, and
+        jobs whose client has gone are dropped.
         """
         while True:
             try:
@@ -208,12 +215,14 @@ class Scheduler:
                     self._skipped += 1
                 continue
             now = self._clock()
-            live = job.deadline > now
-            job.state = JobState.RUNNING if live else JobState.DONE
-            job.started_at = now
-            if live:
+            if job.deadline <= now:
+                _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+            elif job.connection is not None and job.connection.disconnected:
+                _finish(job, None, ClientGone())
+            else:
+                job.state = JobState.RUNNING
+                job.started_at = now
                 return job
-            _finish(job, None, QueueTimeoutError("request timed out in the queue"))
 
     def _gather(self, first: Job, spec: BatchSpec) -> tuple[list[Job], bool]:
         """A batch from ``first``: until full, or its deadline. True if a stop mark came."""

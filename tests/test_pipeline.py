@@ -124,6 +124,31 @@ def test_request_that_cannot_finish_in_time_is_504_and_never_runs_later(serve):
     first.join(10)
     # The slot accounting stays right: the next request runs at once.
     assert requests.post(server.url, json={"id": 2}, timeout=5).json() == {"id": 2}
+    assert requests.post(server.url, json={"ran": True}, timeout=5).json() == {"ran": [None, 2]}
+
+
+def test_queued_request_whose_client_left_is_dropped_not_run(serve):
+    server = serve("sleeper")
+    first = threading.Thread(
+        target=requests.post,
+        args=(server.url,),
+        kwargs={"json": {"sleep": 1.0, "id": "first"}, "timeout": 10},
+    )
+    first.start()
+    time.sleep(0.2)
+    body = b'{"id": "gone"}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        time.sleep(0.2)  # queued behind "first", then the client hangs up
+    first.join(10)
+    assert requests.post(server.url, json={"id": "next"}, timeout=5).json() == {"id": "next"}
+    ran = requests.post(server.url, json={"ran": True}, timeout=5).json()["ran"]
+    assert ran == ["first", "next"]
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'openbayes_serving_requests_total{route="/",status="499"} 1.0' in metrics
 
 
 def test_stream_sends_first_chunk_before_the_generator_finishes(serve):

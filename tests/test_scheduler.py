@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from openbayes_serving.errors import OverloadedError, QueueTimeoutError
+from openbayes_serving.errors import ClientGone, OverloadedError, QueueTimeoutError
 from openbayes_serving.scheduler import BatchSpec, Channel, Scheduler
 
 
@@ -88,6 +88,31 @@ def test_job_that_expired_in_the_queue_is_not_run():
     scheduler.close(1)
     assert ran == [1]
     assert isinstance(results.values[2][1], QueueTimeoutError)
+
+
+def test_job_whose_client_disconnected_is_dropped_from_a_batch():
+    class Connection:
+        disconnected = False
+
+    gone, staying = Connection(), Connection()
+    batches: list[list[int]] = []
+    scheduler = Scheduler(
+        [lambda xs: batches.append(list(xs)) or xs],
+        concurrency=1,
+        max_queue=10,
+        batch=BatchSpec(max_batch_size=3, max_delay_ms=50),
+    )
+    results = Results()
+    scheduler.submit(1, results.callback(1), timeout=5, connection=staying)
+    scheduler.submit(2, results.callback(2), timeout=5, connection=gone)
+    scheduler.submit(3, results.callback(3), timeout=5)
+    gone.disconnected = True
+    scheduler.start()
+    results.wait(3)
+    scheduler.close(1)
+    assert batches == [[1, 3]]
+    assert isinstance(results.values[2][1], ClientGone)
+    assert results.values[3] == (3, None)
 
 
 def test_cancelled_job_leaves_the_queue():

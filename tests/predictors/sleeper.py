@@ -1,4 +1,7 @@
-"""predict sleeps as long as asked: for queue, timeout and drain tests."""
+"""predict sleeps as long as asked: for queue, timeout and drain tests.
+
+``{"ran": true}`` answers the ids of every request predict has run so far.
+"""
 
 import time
 
@@ -6,7 +9,13 @@ import openbayes_serving as serv
 
 
 class Predictor:
+    def __init__(self):
+        self.ran = []
+
     def predict(self, json):
+        if json.get("ran"):
+            return {"ran": self.ran}
+        self.ran.append(json.get("id"))
         time.sleep(json.get("sleep", 0))
         return {"id": json.get("id")}
 
