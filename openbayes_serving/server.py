@@ -139,6 +139,9 @@ class Worker(UvicornWorker):
         app: ServingApp = self.wsgi
         app._on_fatal = self._fatal
         self.config.app = app
+        from .protocol import with_head_timeout
+
+        self.config.http = with_head_timeout(app.settings.request_timeout)
         self._server = _DrainingServer(self.config, app)
         self._install_sigquit_handler()
         await self._server.serve(sockets=self.sockets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -25,6 +26,46 @@ def test_client_that_stalls_sending_its_body_gets_408_json(serve):
         assert time.monotonic() - started < 3
     assert answer.startswith(b"HTTP/1.1 408")
     assert b'"error":"the request body did not arrive within 0.5s"' in answer
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while data := sock.recv(4096):
+        answer += data
+    return answer
+
+
+def test_client_that_trickles_its_headers_gets_408_json_and_is_closed(serve):
+    server = serve("echo_json", "--request-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(30):  # a byte every 0.1 s does not extend the deadline
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+            sock.sendall(b"X")
+        answer = read_answer(sock)
+        assert time.monotonic() - started < 2.5
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert answer.endswith(b'{"error":"the request head did not arrive within 0.5s"}')
+    # Requests whose head arrives in pieces, but in time, are served as usual.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for piece in (b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Type: application/json\r\n"):
+            sock.sendall(piece)
+            time.sleep(0.1)
+        sock.sendall(b'Content-Length: 8\r\nConnection: close\r\n\r\n{"a": 1}')
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b'{"a":1}')
+
+
+def test_connection_that_sends_nothing_is_closed_after_keepalive(serve):
+    server = serve("echo_json", "--keepalive", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        started = time.monotonic()
+        assert read_answer(sock) == b""
+        assert 0.8 <= time.monotonic() - started < 3
 
 
 def test_many_stalled_clients_do_not_block_a_good_one(serve):
