@@ -144,7 +144,9 @@ class Worker(UvicornWorker):
         self.config.http = with_head_timeout(app.settings.request_timeout)
         self._server = _DrainingServer(self.config, app)
         self._install_sigquit_handler()
-        await self._server.serve(sockets=self.sockets)
+        # The plain sockets, not gunicorn's wrappers: the event loop's server owns them
+        # and closes them, and a wrapper closed twice logs "Error while closing socket".
+        await self._server.serve(sockets=[getattr(s, "sock", s) for s in self.sockets])
         if not self._server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         if self._exit_code:

@@ -103,6 +103,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
         thread.join(30)
     assert server.proc.wait(timeout=30) == 0
     assert answers == [200] * 6
+    assert "Error" not in server.log()  # a clean stop logs no errors
 
 
 def test_readyz_turns_503_while_draining(serve):
