@@ -12,13 +12,14 @@ import enum
 import functools
 import hmac
 import logging
+import sys
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from . import codec, flask_compat
+from . import codec
 from .dispatch import Dispatcher
 from .errors import (
     ClientGone,
@@ -338,11 +339,14 @@ class ServingApp:
             else:
                 result = await self._offload(pipeline.postprocess, result)
             self.metrics.observe_stage("postprocess", time.perf_counter() - started)
-        if callable(result) and flask_compat.is_wsgi_response(result):
-            status, headers, data = await self._offload(
-                flask_compat.run_wsgi_response, result, request.environ()
-            )
-            return await self._out.respond(send, ctx, status, data, None, headers)
+        if callable(result):
+            from . import flask_compat  # Flask loads only for predictors that use it
+
+            if flask_compat.is_wsgi_response(result):
+                status, headers, data = await self._offload(
+                    flask_compat.run_wsgi_response, result, request.environ()
+                )
+                return await self._out.respond(send, ctx, status, data, None, headers)
         data, content_type = codec.encode_result(result, ctx.accept)
         return await self._out.respond(send, ctx, 200, data, content_type)
 
@@ -353,9 +357,12 @@ class ServingApp:
                 logger.error("answered %d: %s", exc.status_code, exc.message)
             extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
             return await self._out.json(send, ctx, exc.status_code, exc.payload, extra)
-        http = flask_compat.http_exception_status(exc)
-        if http is not None:
-            return await self._out.json(send, ctx, http[0], {"error": http[1]})
+        if "werkzeug" in sys.modules:  # else nothing can have raised werkzeug's abort()
+            from . import flask_compat
+
+            http = flask_compat.http_exception_status(exc)
+            if http is not None:
+                return await self._out.json(send, ctx, http[0], {"error": http[1]})
         body: dict[str, Any] = {"error": "internal server error", "request_id": ctx.request_id}
         if isinstance(exc, UnrecoverableError):
             logger.error("unrecoverable error: %s; draining and exiting", exc, exc_info=exc)

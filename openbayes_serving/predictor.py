@@ -263,10 +263,10 @@ class Pipeline:
 
     def run_preprocess(self, args: dict[str, Any], request: HttpRequest) -> Any:
         """Call a synchronous preprocess (on the pool)."""
-        from . import flask_compat
-
         assert self.preprocess is not None
         if self.spec.uses_flask:
+            from . import flask_compat  # Flask loads only for predictors that use it
+
             with flask_compat.request_context(request.environ()):
                 return self.preprocess(**args)
         return self.preprocess(**args)
@@ -285,17 +285,19 @@ class Pipeline:
                 return STREAMED
             return result
 
-        from . import flask_compat
-
-        def run_one(call: PredictCall) -> Any:
-            if spec.uses_flask:
-                with flask_compat.request_context(call.request.environ()):
-                    return invoke(call)
-            return invoke(call)
+        def in_flask_context(call: PredictCall) -> Any:
+            with flask_compat.request_context(call.request.environ()):
+                return invoke(call)
 
         def run_batch(calls: list[PredictCall]) -> Any:
             if spec.has_preprocess:
                 return predict([call.value for call in calls])
             return predict(**{name: [call.value[name] for call in calls] for name in names})
 
-        return run_batch if spec.batch is not None else run_one
+        if spec.batch is not None:
+            return run_batch
+        if spec.uses_flask:
+            from . import flask_compat  # Flask loads only for predictors that use it
+
+            return in_flask_context
+        return invoke

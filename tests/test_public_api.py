@@ -39,3 +39,32 @@ def test_importing_the_package_loads_no_onnxruntime_torch_flask_or_requests():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_flask_loads_only_for_predictors_that_use_it():
+    # Flask, werkzeug and jinja2 cost a worker about 5 MB: a predictor that never asks for
+    # `request`, Flask's globals or a Response must serve without them.
+    code = """
+import sys
+from openbayes_serving.testing import LocalClient
+
+class Plain:
+    def predict(self, json):
+        return json
+
+class Headers:
+    def predict(self, json, headers):
+        return {"agent": headers.get("user-agent")}
+
+with LocalClient(Plain) as client:
+    assert client.post(json={"a": 1}).json() == {"a": 1}
+    assert client.post(data=b"not json").status_code == 400
+print(sorted(name for name in ("flask", "werkzeug", "jinja2") if name in sys.modules))
+with LocalClient(Headers) as client:
+    assert client.post(json={}, headers={"User-Agent": "t"}).json() == {"agent": "t"}
+print(sorted(name for name in ("flask", "werkzeug", "jinja2") if name in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["[]", "['flask', 'jinja2', 'werkzeug']"]
