@@ -1,11 +1,13 @@
-"""uvicorn's httptools protocol with a deadline for every request's head.
+"""uvicorn's httptools protocol with a deadline and a size limit for every request's head.
 
-uvicorn bounds the idle time between requests (keep-alive) but not the time a request's
-head takes to arrive: a client that connects and sends its headers a byte at a time holds
-its connection forever, and enough of them use up the worker's file descriptors. Here a
-head must be complete within ``request_timeout`` of its first byte (the body has the same
-bound, in the app); a connection that sends nothing at all is closed after the keep-alive
-time. A head that arrives in one read, as nearly every head does, costs no timer.
+uvicorn bounds the idle time between requests (keep-alive) but neither the time a request's
+head takes to arrive nor its size: a client that sends its headers a byte at a time holds
+its connection forever, and one that sends a header of a gigabyte has it buffered in
+memory. Here a head must be complete within ``request_timeout`` of its first byte (the body
+has the same bound, in the app) and within ``MAX_HEAD_BYTES`` (431);
+a connection that sends nothing at all is closed after the keep-alive time. A head that
+arrives in one read, as nearly every head does, costs no timer. uvicorn's own answer to a
+malformed request (a plain-text 400) becomes a JSON one.
 
 Imported in the worker only (the master never serves a request).
 """
@@ -17,15 +19,29 @@ import asyncio
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx allows 32 KiB by default
+LINGER_SECONDS = 2.0  # how long a refused client's further bytes are read and dropped
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a head that is too large."""
+
 
 class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
-    """Answers 408 (JSON, then closes) to a request head that arrives too slowly."""
+    """Answers 408 to a head that arrives too slowly, 431 to one too large (JSON)."""
 
     head_timeout = 60.0  # set per server by ``with_head_timeout``
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """A new connection: closed after the keep-alive time if it sends nothing."""
         self._in_head = False
+        self._head_read = 0  # bytes read while the head was unfinished (an upper bound)
+        self._head_parsed = 0  # exact size of what the parser has handed over
+        self._refused = False
+        self._lingering = False
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         # Until the first byte, a new connection is as idle as a kept-alive one.
@@ -36,7 +52,22 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
     def on_message_begin(self) -> None:
         """A request's first byte: its head is now being read."""
         self._in_head = True
+        self._head_read = self._head_parsed = 0
         super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request target: counted against the head's size."""
+        self._head_parsed += len(url)
+        if self._head_parsed > MAX_HEAD_BYTES:
+            self._refuse()
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One whole header: counted against the head's size."""
+        self._head_parsed += len(name) + len(value) + 4
+        if self._head_parsed > MAX_HEAD_BYTES:
+            self._refuse()
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         """The head is complete: the app takes over (the body has its own bound)."""
@@ -44,9 +75,18 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        """Parse, then start or stop the head's deadline."""
+        """Parse, then start or stop the head's deadline and check its size so far."""
+        if self._lingering:
+            return  # answered and closing: what still comes is dropped
         super().data_received(data)
-        if self._in_head:
+        if self._in_head and not self._lingering:
+            # The parser holds an unfinished header until it ends: count what it holds
+            # (every byte of this read, when the head is still not complete after it).
+            self._head_read += len(data)
+            if self._head_read > MAX_HEAD_BYTES:
+                self._in_head = False
+                self._answer(431, _TOO_LARGE)
+                return
             if self._head_timer is None:  # from the head's first byte, never extended
                 self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
         elif self._head_timer is not None:
@@ -60,6 +100,19 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             self._head_timer = None
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """The answer to a request the parser refused: JSON, like every other error."""
+        if self._refused:
+            self._answer(431, _TOO_LARGE)
+        else:
+            self._answer(400, "invalid HTTP request")
+
+    def _refuse(self) -> None:
+        # From the parser's callbacks, whose sizes are exact: this catches a head too
+        # large that arrived in a single read, which data_received never sees unfinished.
+        self._refused = True
+        raise _HeadRefused  # the parser stops; uvicorn calls send_400_response
+
     def _head_expired(self) -> None:
         self._head_timer = None
         if self.transport.is_closing() or not self._in_head:
@@ -68,14 +121,29 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             # A pipelined head behind a response still being written: answer after it.
             self._head_timer = self.loop.call_later(1.0, self._head_expired)
             return
-        body = orjson.dumps(
-            {"error": f"the request head did not arrive within {self.head_timeout:g}s"}
-        )
+        self._answer(408, f"the request head did not arrive within {self.head_timeout:g}s")
+
+    def _answer(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON error and close the connection.
+
+        The close lingers: the answer goes out with a FIN, and whatever the client is
+        still sending is read and dropped for a moment. Closing at once with unread bytes
+        would make the kernel reset the connection, and a reset can destroy the answer
+        before the client reads it.
+        """
+        if self.transport.is_closing() or self._lingering:
+            return
+        body = orjson.dumps({"error": message})
         self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, _REASONS[status].encode(), len(body), body)
         )
-        self.transport.close()
+        self._lingering = True
+        self._unset_keepalive_if_required()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 def with_head_timeout(seconds: float) -> type[HeadTimeoutProtocol]:

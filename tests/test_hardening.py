@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
 
+import pytest
 import requests
 
 
@@ -58,6 +60,55 @@ def test_client_that_trickles_its_headers_gets_408_json_and_is_closed(serve):
         answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 200")
     assert answer.endswith(b'{"a":1}')
+
+
+def connect(url: str) -> socket.socket:
+    """A raw connection to the server at ``url``."""
+    return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
+
+
+TOO_LARGE = b'{"error":"the request line and headers are larger than 65536 bytes"}'
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000,  # unfinished
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"GET /?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a long URL
+        b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1234567890\r\n" * 4000 + b"\r\n",
+    ],
+    ids=["unfinished-header", "complete-header", "long-url", "many-headers"],
+)
+def test_request_head_over_64_kib_gets_431_json(shared_server, head):
+    with connect(shared_server("echo_json")) as sock:
+        sock.sendall(head)
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert answer.endswith(TOO_LARGE)
+
+
+def test_client_sending_megabytes_of_header_is_cut_off_after_64_kib(shared_server):
+    url = shared_server("echo_json")
+    with connect(url) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close before all of it is sent
+            for _ in range(100):
+                sock.sendall(b"a" * 100_000)
+        answer = read_answer(sock)
+    assert answer.endswith(TOO_LARGE)
+    # A big head under the limit is still served.
+    cookie = "c" * 30_000
+    rv = requests.post(url, json={"ok": 1}, headers={"Cookie": cookie}, timeout=5)
+    assert rv.status_code == 200
+
+
+def test_malformed_request_gets_400_json(shared_server):
+    with connect(shared_server("echo_json")) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json")
+    assert answer.endswith(b'{"error":"invalid HTTP request"}')
 
 
 def test_connection_that_sends_nothing_is_closed_after_keepalive(serve):
