@@ -39,7 +39,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         """A new connection: closed after the keep-alive time if it sends nothing."""
         self._in_head = False
         self._head_read = 0  # bytes read while the head was unfinished (an upper bound)
-        self._head_parsed = 0  # exact size of what the parser has handed over
+        self._big_read = False  # the read being parsed could hold a whole head too large
         self._refused = False
         self._lingering = False
         self._head_timer: asyncio.TimerHandle | None = None
@@ -52,32 +52,25 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
     def on_message_begin(self) -> None:
         """A request's first byte: its head is now being read."""
         self._in_head = True
-        self._head_read = self._head_parsed = 0
+        self._head_read = 0
         super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        """Part of the request target: counted against the head's size."""
-        self._head_parsed += len(url)
-        if self._head_parsed > MAX_HEAD_BYTES:
-            self._refuse()
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """One whole header: counted against the head's size."""
-        self._head_parsed += len(name) + len(value) + 4
-        if self._head_parsed > MAX_HEAD_BYTES:
-            self._refuse()
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         """The head is complete: the app takes over (the body has its own bound)."""
         self._in_head = False
+        # Measured exactly when it came in several reads or in one large one (rarely).
+        if (self._big_read or self._head_read) and self._head_size() > MAX_HEAD_BYTES:
+            self._refused = True
+            raise _HeadRefused  # the parser stops; uvicorn calls send_400_response
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
         """Parse, then start or stop the head's deadline and check its size so far."""
         if self._lingering:
             return  # answered and closing: what still comes is dropped
+        # A head that ends within one read is measured when it ends, and only if the read
+        # could hold one too large or the head began in an earlier read (rare either way).
+        self._big_read = len(data) > MAX_HEAD_BYTES
         super().data_received(data)
         if self._in_head and not self._lingering:
             # The parser holds an unfinished header until it ends: count what it holds
@@ -107,11 +100,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         else:
             self._answer(400, "invalid HTTP request")
 
-    def _refuse(self) -> None:
-        # From the parser's callbacks, whose sizes are exact: this catches a head too
-        # large that arrived in a single read, which data_received never sees unfinished.
-        self._refused = True
-        raise _HeadRefused  # the parser stops; uvicorn calls send_400_response
+    def _head_size(self) -> int:
+        """The size of the head just parsed: request target and headers."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _head_expired(self) -> None:
         self._head_timer = None

@@ -88,6 +88,16 @@ def test_request_head_over_64_kib_gets_431_json(shared_server, head):
     assert answer.endswith(TOO_LARGE)
 
 
+def test_request_head_over_64_kib_in_smaller_pieces_gets_431_json(shared_server):
+    with connect(shared_server("echo_json")) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 40_000 + b"\r\n")
+        time.sleep(0.2)  # two reads of 40 KB each, neither over the limit alone
+        sock.sendall(b"X-B: " + b"b" * 40_000 + b"\r\nContent-Length: 2\r\n\r\n{}")
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert answer.endswith(TOO_LARGE)
+
+
 def test_client_sending_megabytes_of_header_is_cut_off_after_64_kib(shared_server):
     url = shared_server("echo_json")
     with connect(url) as sock:
