@@ -3,11 +3,11 @@
 uvicorn bounds the idle time between requests (keep-alive) but neither the time a request's
 head takes to arrive nor its size: a client that sends its headers a byte at a time holds
 its connection forever, and one that sends a header of a gigabyte has it buffered in
-memory. Here a head must be complete within ``request_timeout`` of its first byte (the body
-has the same bound, in the app) and within ``MAX_HEAD_BYTES`` (431);
-a connection that sends nothing at all is closed after the keep-alive time. A head that
-arrives in one read, as nearly every head does, costs no timer. uvicorn's own answer to a
-malformed request (a plain-text 400) becomes a JSON one.
+memory. Here a head must be complete within ``request_timeout`` of its first byte (408;
+the body has the same bound, in the app) and within ``MAX_HEAD_BYTES`` (431); a connection
+that sends nothing at all is closed after the keep-alive time. A head that arrives in one
+read, as nearly every head does, costs no timer. uvicorn's own answer to a malformed
+request (a plain-text 400) becomes a JSON one.
 
 Imported in the worker only (the master never serves a request).
 """
@@ -30,7 +30,7 @@ class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a head that is too large."""
 
 
-class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
+class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
     """Answers 408 to a head that arrives too slowly, 431 to one too large (JSON)."""
 
     head_timeout = 60.0  # set per server by ``with_head_timeout``
@@ -137,6 +137,6 @@ class HeadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-def with_head_timeout(seconds: float) -> type[HeadTimeoutProtocol]:
+def with_head_timeout(seconds: float) -> type[BoundedHeadProtocol]:
     """The protocol class for a server whose request heads must arrive within ``seconds``."""
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": seconds})
+    return type("BoundedHeadProtocol", (BoundedHeadProtocol,), {"head_timeout": seconds})
