@@ -139,7 +139,7 @@ class Worker(UvicornWorker):
         app: ServingApp = self.wsgi
         app._on_fatal = self._fatal
         self.config.app = app
-        from .protocol import with_head_timeout
+        from .protocol import with_head_timeout  # in the worker: the master parses no request
 
         self.config.http = with_head_timeout(app.settings.request_timeout)
         self._server = _DrainingServer(self.config, app)
