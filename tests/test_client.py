@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,11 +13,9 @@ from urllib.parse import parse_qsl, urlsplit
 import msgpack
 import pytest
 import requests
-from conftest import FakeServer, png_bytes
+from conftest import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 from openbayes_serving.client import Client, PredictError
-
-WAIT = 5.0  # seconds any handshake between the test and the server may take
 
 
 class FakeError(Exception):
@@ -64,36 +60,29 @@ class FakeRuntime(FakeServer):
     """A stdlib HTTP server that answers as openbayes-serving does."""
 
     def __init__(self) -> None:
-        super().__init__(FakeHandler)
+        super().__init__(FakeRuntimeHandler)
         self.ready = True
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.request_ids: list[str] = []
-        self.gate = threading.Event()
-        self.gate_opened_in_time: bool | None = None
         self.client_left = threading.Event()
 
 
-class FakeHandler(BaseHTTPRequestHandler):
+class FakeRuntimeHandler(FakeHandler):
     """One connection to the fake runtime; keep-alive and chunked, like the real one."""
 
-    protocol_version = "HTTP/1.1"
-    timeout = 10  # an idle keep-alive connection closes by itself
     server: FakeRuntime
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        """Keep test output quiet."""
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/healthz":
-            self._answer(200, "application/json", b'{"status":"ok"}')
+            self.answer(200, "application/json", b'{"status":"ok"}')
         elif path == "/readyz" and self.server.ready:
-            self._answer(200, "application/json", b'{"status":"ready"}')
+            self.answer(200, "application/json", b'{"status":"ready"}')
         elif path == "/readyz":
             body = b'{"error":"not ready"}'
-            self._answer(503, "application/json", body, {"Retry-After": "1"})
+            self.answer(503, "application/json", body, {"Retry-After": "1"})
         else:
-            self._answer(404, "application/json", b'{"error":"not found"}')
+            self.answer(404, "application/json", b'{"error":"not found"}')
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -101,25 +90,25 @@ class FakeHandler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(urlsplit(self.path).query))
         accept = self.headers.get("Accept") or ""
         if "plain_error" in params:
-            self._answer(502, "text/html", b"<h1>Bad gateway</h1>")
+            self.answer(502, "text/html", b"<h1>Bad gateway</h1>")
             return
         try:
             result = fake_predict(self._decode(body), params)
         except FakeError as exc:
-            self._answer(exc.status, "application/json", json.dumps(exc.body).encode())
+            self.answer(exc.status, "application/json", json.dumps(exc.body).encode())
             return
         if isinstance(result, Iterator):
             self._stream(result, sse="text/event-stream" in accept, params=params)
         elif isinstance(result, str):
-            self._answer(200, "text/plain; charset=utf-8", result.encode())
+            self.answer(200, "text/plain; charset=utf-8", result.encode())
         elif isinstance(result, bytes):
             kind = "image/png" if result.startswith(b"\x89PNG") else "application/octet-stream"
-            self._answer(200, kind, result)
+            self.answer(200, kind, result)
         elif "msgpack" in accept:
-            self._answer(200, "application/msgpack", msgpack.packb(result))
+            self.answer(200, "application/msgpack", msgpack.packb(result))
         else:
             text = json.dumps(result, ensure_ascii=False)
-            self._answer(200, "application/json", text.encode())
+            self.answer(200, "application/json", text.encode())
 
     def _decode(self, body: bytes) -> Any:
         kind = (self.headers.get("Content-Type") or "").split(";")[0]
@@ -129,21 +118,11 @@ class FakeHandler(BaseHTTPRequestHandler):
             return msgpack.unpackb(body, raw=False)
         return body
 
-    def _headers(self, status: int, kind: str, extra: dict[str, str]) -> None:
-        request_id = uuid.uuid4().hex
+    def new_request_id(self) -> str:
+        """A fresh id, kept for the tests to compare."""
+        request_id = super().new_request_id()
         self.server.request_ids.append(request_id)
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("X-Request-Id", request_id)
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-    def _answer(
-        self, status: int, kind: str, body: bytes, extra: dict[str, str] | None = None
-    ) -> None:
-        self._headers(status, kind, {"Content-Length": str(len(body)), **(extra or {})})
-        self.wfile.write(body)
+        return request_id
 
     def _stream(self, chunks: Iterator[Any], sse: bool, params: dict[str, str]) -> None:
         if sse:
@@ -152,25 +131,21 @@ class FakeHandler(BaseHTTPRequestHandler):
             kind = "text/plain; charset=utf-8"
         else:
             kind = "application/x-ndjson"
-        self._headers(200, kind, {"Transfer-Encoding": "chunked"})
+        self.start_answer(200, kind, {"Transfer-Encoding": "chunked"})
         try:
             for index, chunk in enumerate(chunks):
-                self._send_chunk(_frame(chunk, sse))
+                self.send_chunk(_frame(chunk, sse))
                 if index == 0 and "gate" in params:
-                    self.server.gate_opened_in_time = self.server.gate.wait(WAIT)
+                    self.server.gate_opened_in_time = self.server.gate.wait(FAKE_WAIT)
             if "sse_error" in params:
-                self._send_chunk(b'event: error\ndata: {"error": "generator failed"}\n\n')
+                self.send_chunk(b'event: error\ndata: {"error": "generator failed"}\n\n')
             if "endless" in params:
                 for _ in range(10_000):  # until the client leaves; bounded all the same
-                    self._send_chunk(b'{"more": true}\n' * 64)
+                    self.send_chunk(b'{"more": true}\n' * 64)
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.server.client_left.set()
             self.close_connection = True
-
-    def _send_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
 
 def _frame(chunk: Any, sse: bool) -> bytes:
@@ -183,22 +158,13 @@ def _frame(chunk: Any, sse: bool) -> bytes:
 
 @pytest.fixture
 def fake() -> Iterator[FakeRuntime]:
-    server = FakeRuntime()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with running(FakeRuntime()) as server:
         yield server
-    finally:
-        server.gate.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(WAIT)
-    assert server.errors == []
 
 
 @pytest.fixture
 def client(fake: FakeRuntime) -> Iterator[Client]:
-    with Client(fake.url, timeout=WAIT) as client:
+    with Client(fake.url, timeout=FAKE_WAIT) as client:
         yield client
 
 
@@ -352,7 +318,7 @@ def test_closing_a_stream_early_drops_the_connection(client, fake):
 
     chunks.close()
 
-    assert fake.client_left.wait(WAIT)
+    assert fake.client_left.wait(FAKE_WAIT)
 
 
 def test_health_and_ready_follow_the_probes(client, fake):
@@ -366,13 +332,13 @@ def test_health_and_ready_follow_the_probes(client, fake):
 
 
 def test_health_is_false_when_nothing_listens():
-    with Client(f"http://127.0.0.1:{unused_port()}", timeout=WAIT) as client:
+    with Client(f"http://127.0.0.1:{unused_port()}", timeout=FAKE_WAIT) as client:
         assert client.health() is False
         assert client.ready() is False
 
 
 def test_client_sends_the_api_key_as_a_bearer_token(fake):
-    with Client(fake.url, timeout=WAIT, api_key="s3cret") as client:
+    with Client(fake.url, timeout=FAKE_WAIT, api_key="s3cret") as client:
         client.predict(json={})
 
     assert fake.received[-1][0]["Authorization"] == "Bearer s3cret"
@@ -387,7 +353,7 @@ def test_client_as_context_manager_closes_its_session(fake, monkeypatch):
         original(session)
 
     monkeypatch.setattr(requests.Session, "close", close)
-    with Client(fake.url, timeout=WAIT) as client:
+    with Client(fake.url, timeout=FAKE_WAIT) as client:
         client.predict(json={})
 
     assert closed == [client.session]

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from conftest import FakeServer, png_bytes
+from conftest import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 UI_DIR = Path(__file__).resolve().parent.parent / "openbayes_serving" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +31,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
-WAIT = 5.0  # seconds any handshake between the test and the fake server may take
 EXPECT_MS = 10_000  # how long an assertion on the page waits for it to become true
 # A predictor error whose text is markup: the page must show it, never run it.
 HOSTILE = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>"
@@ -46,19 +42,12 @@ class FakeUiServer(FakeServer):
     def __init__(self) -> None:
         super().__init__(FakeUiHandler)
         self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.gate = threading.Event()
-        self.gate_opened_in_time: bool | None = None
 
 
-class FakeUiHandler(BaseHTTPRequestHandler):
+class FakeUiHandler(FakeHandler):
     """GET / (the page), GET /ui/<file>, POST / (echo, PNG echo, error, stream)."""
 
-    protocol_version = "HTTP/1.1"
-    timeout = 10  # an idle keep-alive connection closes by itself
     server: FakeUiServer
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        """Keep test output quiet."""
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -67,11 +56,11 @@ class FakeUiHandler(BaseHTTPRequestHandler):
             path = "/ui/index.html"
         if path in files:
             kind = STATIC_TYPES.get(files[path].suffix, "application/octet-stream")
-            self._answer(200, kind, files[path].read_bytes())
+            self.answer(200, kind, files[path].read_bytes())
         elif path == "/":
-            self._answer(200, "application/json", b'{"message":"the service works"}')
+            self.answer(200, "application/json", b'{"message":"the service works"}')
         else:
-            self._answer(404, "application/json", b'{"error":"not found"}')
+            self.answer(404, "application/json", b'{"error":"not found"}')
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -79,7 +68,7 @@ class FakeUiHandler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(urlsplit(self.path).query))
         kind = (self.headers.get("Content-Type") or "").split(";")[0]
         if "reject" in params:
-            self._answer(422, "application/json", json.dumps({"error": HOSTILE}).encode())
+            self.answer(422, "application/json", json.dumps({"error": HOSTILE}).encode())
         elif "fail" in params:
             error = {
                 "error": "internal server error",
@@ -87,41 +76,28 @@ class FakeUiHandler(BaseHTTPRequestHandler):
                 "traceback": "Traceback (most recent call last):\n"
                 f'  File "predictor.py", line 9, in predict\nRuntimeError: {HOSTILE}\n',
             }
-            self._answer(500, "application/json", json.dumps(error).encode())
+            self.answer(500, "application/json", json.dumps(error).encode())
         elif "stream" in params:
             self._stream(int(params["stream"]), params)
         elif kind == "application/json":
             text = json.dumps(json.loads(body), ensure_ascii=False)
-            self._answer(200, "application/json", text.encode())
+            self.answer(200, "application/json", text.encode())
         elif body.startswith(b"\x89PNG"):
-            self._answer(200, "image/png", body)
+            self.answer(200, "image/png", body)
         else:
-            self._answer(200, "application/octet-stream", body)
-
-    def _headers(self, status: int, kind: str, extra: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("X-Request-Id", uuid.uuid4().hex)
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-    def _answer(self, status: int, kind: str, body: bytes) -> None:
-        self._headers(status, kind, {"Content-Length": str(len(body))})
-        self.wfile.write(body)
+            self.answer(200, "application/octet-stream", body)
 
     def _stream(self, count: int, params: dict[str, str]) -> None:
         sse = "text/event-stream" in (self.headers.get("Accept") or "")
         kind = "text/event-stream" if sse else "application/x-ndjson"
-        self._headers(200, kind, {"Transfer-Encoding": "chunked"})
+        self.start_answer(200, kind, {"Transfer-Encoding": "chunked"})
         try:
             for index in range(count):
                 line = json.dumps({"i": index}, separators=(",", ":"))
                 data = f"data: {line}\n\n" if sse else f"{line}\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data.encode()))
-                self.wfile.flush()
+                self.send_chunk(data.encode())
                 if index == 0 and "gate" in params:
-                    self.server.gate_opened_in_time = self.server.gate.wait(WAIT)
+                    self.server.gate_opened_in_time = self.server.gate.wait(FAKE_WAIT)
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
@@ -129,17 +105,8 @@ class FakeUiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def fake_ui_server() -> Iterator[FakeUiServer]:
-    server = FakeUiServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with running(FakeUiServer()) as server:
         yield server
-    finally:
-        server.gate.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(WAIT)
-    assert server.errors == []
 
 
 @pytest.fixture(scope="module")
