@@ -44,6 +44,7 @@ WORK = HERE / ".work"
 LOGS = WORK / "logs"
 MODEL = WORK / "model" / "mlp.onnx"
 PREDICTORS = HERE / "predictors"
+EXAMPLE_MODEL = HERE.parent / "examples" / "mlp-batch" / "make_model.py"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -63,37 +64,13 @@ logger = logging.getLogger("bench")
 
 
 def make_model(path: Path) -> None:
-    """Write the MLP 512-2048-2048-10 (Gemm + Relu, seeded random weights) to ``path``."""
-    import numpy as np
+    """Write the MLP of examples/mlp-batch (512-2048-2048-10, seeded) to ``path``."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    nodes, weights = [], []
-    current = "x"
-    layers = list(zip(MLP_SIZES[:-1], MLP_SIZES[1:]))
-    for i, (n_in, n_out) in enumerate(layers):
-        w = (rng.standard_normal((n_in, n_out)) / math.sqrt(n_in)).astype(np.float32)
-        b = (rng.standard_normal(n_out) * 0.01).astype(np.float32)
-        weights += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        is_last = i == len(layers) - 1
-        gemm_out = "y" if is_last else f"g{i}"
-        nodes.append(helper.make_node("Gemm", [current, f"w{i}", f"b{i}"], [gemm_out]))
-        if not is_last:
-            nodes.append(helper.make_node("Relu", [gemm_out], [f"h{i}"]))
-            current = f"h{i}"
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", MLP_SIZES[0]])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", MLP_SIZES[-1]])],
-        initializer=weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    example = _load_module("mlp_model", EXAMPLE_MODEL)
+    assert tuple(example.SIZES) == MLP_SIZES, "the example's MLP changed: update MLP_SIZES"
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    onnx.save(example.build(), str(path))
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
 
 
@@ -126,8 +103,8 @@ def measure_model_alone(seconds: float) -> dict[str, float]:
     return rates
 
 
-def _load_s3_work() -> Any:
-    spec = importlib.util.spec_from_file_location("s3_work", PREDICTORS / "s3_io" / "work.py")
+def _load_module(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -137,7 +114,7 @@ def _load_s3_work() -> Any:
 
 def time_compute(reps: int, runs: int = 150) -> float:
     """Median seconds of one S3 ``compute(reps)`` call in this process."""
-    work = _load_s3_work()
+    work = _load_module("s3_work", PREDICTORS / "s3_io" / "work.py")
     times = []
     for _ in range(runs):
         start = time.perf_counter()
