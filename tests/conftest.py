@@ -182,6 +182,15 @@ class FakeServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
 
+def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Thread:
+    """POST ``body`` as JSON from a started thread: a request in flight while a test acts."""
+    thread = threading.Thread(
+        target=requests.post, args=(url,), kwargs={"json": body, "timeout": timeout}
+    )
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def running(server: FakeServer) -> Iterator[FakeServer]:
     """Serve ``server`` on a thread; stop it after, and fail on what its handlers raised."""

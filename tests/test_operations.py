@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from conftest import post_in_background
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -43,12 +44,8 @@ def test_metrics_count_requests_stages_and_batches(serve):
 
 def test_metrics_count_503_and_504(serve):
     server = serve("sleeper", "--max-queue", "0", "--request-timeout", "0.3")
-    import threading
 
-    slow = threading.Thread(
-        target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 0.6}, "timeout": 10}
-    )
-    slow.start()
+    slow = post_in_background(server.url, {"sleep": 0.6}, timeout=10)
     time.sleep(0.1)
     assert requests.post(server.url, json={}, timeout=5).status_code == 503
     slow.join(10)

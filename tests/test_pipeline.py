@@ -5,11 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
-import threading
 import time
 
 import pytest
 import requests
+from conftest import post_in_background
 
 
 def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[requests.Response]:
@@ -111,10 +111,7 @@ def _timed_post(url: str, body: dict) -> tuple[int, float, requests.Response]:
 
 def test_request_that_cannot_finish_in_time_is_504_and_never_runs_later(serve):
     server = serve("sleeper", "--request-timeout", "0.5")
-    first = threading.Thread(
-        target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 1.0}, "timeout": 10}
-    )
-    first.start()
+    first = post_in_background(server.url, {"sleep": 1.0}, timeout=10)
     time.sleep(0.1)
     started = time.monotonic()
     rv = requests.post(server.url, json={"sleep": 0, "id": "late"}, timeout=10)
@@ -129,12 +126,7 @@ def test_request_that_cannot_finish_in_time_is_504_and_never_runs_later(serve):
 
 def test_queued_request_whose_client_left_is_dropped_not_run(serve):
     server = serve("sleeper")
-    first = threading.Thread(
-        target=requests.post,
-        args=(server.url,),
-        kwargs={"json": {"sleep": 1.0, "id": "first"}, "timeout": 10},
-    )
-    first.start()
+    first = post_in_background(server.url, {"sleep": 1.0, "id": "first"}, timeout=10)
     time.sleep(0.2)
     body = b'{"id": "gone"}'
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import PREDICTORS, clean_env, free_port
+from conftest import PREDICTORS, clean_env, free_port, post_in_background
 
 STARTUP_FATAL = [
     pytest.param(
@@ -108,10 +108,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
 
 def test_readyz_turns_503_while_draining(serve):
     server = serve("sleeper", "--graceful-timeout", "20")
-    slow = threading.Thread(
-        target=requests.post, args=(server.url,), kwargs={"json": {"sleep": 1.5}, "timeout": 30}
-    )
-    slow.start()
+    slow = post_in_background(server.url, {"sleep": 1.5})
     time.sleep(0.3)
     session = requests.Session()
     assert session.get(server.url + "/readyz", timeout=5).status_code == 200
