@@ -1,12 +1,12 @@
 """Serve a predictor.py over HTTP."""
 
+from .batching import batch as batch
 from .client import Client as Client
 from .client import PredictError as PredictError
 from .errors import ServingError as ServingError
 from .errors import UnrecoverableError as UnrecoverableError
 from .events import emit_event as emit_event
-from .scheduler import batch as batch
-from .server import run as run
+from .launcher import run as run
 
 __version__ = "1.0.0.dev0"
 

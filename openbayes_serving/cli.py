@@ -6,7 +6,6 @@ The only module that prints.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
@@ -58,35 +57,11 @@ def cmd_run(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0  # not reached: launch replaces the process
 
 
-def find_predictor_class(path: Path) -> type:
-    """Import predictor.py as a module and find the class serv.run() would be given."""
-    spec = importlib.util.spec_from_file_location("predictor", path)
-    if spec is None or spec.loader is None:
-        raise StartupError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["predictor"] = module
-    sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(module)
-    classes = [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type)
-        and value.__module__ == module.__name__
-        and hasattr(value, "predict")
-    ]
-    for name in ("Predictor", "PythonPredictor"):
-        for cls in classes:
-            if cls.__name__ == name:
-                return cls
-    if len(classes) == 1:
-        return classes[0]
-    raise StartupError(f"{path} defines no single class with a predict() method")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Call the predictor of a directory in-process, with no server."""
     import os
 
+    from .predictor import find_predictor_class
     from .testing import LocalClient
 
     directory = Path(args.dir).resolve()

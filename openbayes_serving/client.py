@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import itertools
 import json as jsonlib
 import logging
 import mimetypes
@@ -16,6 +15,8 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
 from msgpack import packb, unpackb
+
+from .stream_parsing import ndjson_chunks, sse_events, sse_value
 
 if TYPE_CHECKING:  # imported when a Client is made: importing the package stays light
     import requests
@@ -267,12 +268,12 @@ class ChunkStream(Iterator[Any]):
         pieces = self.response.iter_content(chunk_size=None)
         try:
             if mime == NDJSON_TYPE:
-                yield from _ndjson_chunks(pieces)
+                yield from ndjson_chunks(pieces)
             elif mime == SSE_TYPE:
-                for event, data in _sse_events(pieces):
+                for event, data in sse_events(pieces):
                     if event == "error":
-                        raise PredictError(self.status_code, _sse_value(data), self.request_id)
-                    yield _sse_value(data)
+                        raise PredictError(self.status_code, sse_value(data), self.request_id)
+                    yield sse_value(data)
             elif mime.startswith("text/"):
                 texts = self.response.iter_content(chunk_size=None, decode_unicode=True)
                 yield from (text for text in texts if text)
@@ -334,9 +335,9 @@ def _decode(response: requests.Response) -> Any:
     if mime == JSON_TYPE or mime.endswith("+json"):
         return jsonlib.loads(content) if content else None
     if mime == NDJSON_TYPE:
-        return list(_ndjson_chunks(iter([content])))
+        return list(ndjson_chunks(iter([content])))
     if mime == SSE_TYPE:
-        return [_sse_value(data) for _, data in _sse_events(iter([content]))]
+        return [sse_value(data) for _, data in sse_events(iter([content]))]
     if mime.startswith("text/"):
         return content.decode(_charset(content_type), "replace")
     return content
@@ -353,53 +354,3 @@ def _predict_error(response: requests.Response) -> PredictError:
     if body is None:
         body = response.content.decode(_charset(response.headers.get("Content-Type")), "replace")
     return PredictError(response.status_code, body, request_id)
-
-
-def _ndjson_chunks(pieces: Iterator[bytes]) -> Iterator[Any]:
-    """Decode NDJSON: one JSON value for each non-empty line."""
-    buffer = b""
-    for piece in itertools.chain(pieces, [b"\n"]):  # the newline ends an unfinished last line
-        *lines, buffer = (buffer + piece).split(b"\n")
-        yield from (jsonlib.loads(line) for line in lines if line.strip())
-
-
-def _sse_events(pieces: Iterator[bytes]) -> Iterator[tuple[str, str]]:
-    """Parse Server-Sent Events into ``(event name, data)`` pairs; comments are skipped."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    buffer = ""
-    for piece in itertools.chain(pieces, [b"\n\n"]):  # the blank line ends an unfinished event
-        buffer += decoder.decode(piece)
-        # A "\r" at the end may be the first half of a "\r\n" split across two pieces.
-        held = "\r" if buffer.endswith("\r") else ""
-        text = buffer[: len(buffer) - len(held)].replace("\r\n", "\n").replace("\r", "\n")
-        *blocks, buffer = text.split("\n\n")
-        buffer += held
-        for block in blocks:
-            event = _sse_event(block)
-            if event is not None:
-                yield event
-
-
-def _sse_event(block: str) -> tuple[str, str] | None:
-    name = "message"
-    data: list[str] = []
-    for line in block.split("\n"):
-        if not line or line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "event":
-            name = value
-        elif field == "data":
-            data.append(value)
-    if not data:
-        return None
-    return name, "\n".join(data)
-
-
-def _sse_value(data: str) -> Any:
-    """An SSE event's data: parsed when it is a JSON object or array, else the text."""
-    if data[:1] in ("{", "["):
-        with contextlib.suppress(ValueError):
-            return jsonlib.loads(data)
-    return data

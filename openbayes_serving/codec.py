@@ -1,19 +1,8 @@
-"""Decode request bodies, negotiate Accept, encode results and frame streams.
+"""Decode request bodies, negotiate Accept, encode values and frame stream chunks.
 
-Pure functions: values in, bytes out. ``app.py`` sends what they return.
-
-=====================  =====================================================
-predict() returns      the answer
-=====================  =====================================================
-dict / list / tuple    JSON, or MessagePack when Accept prefers it (else 406)
-None, bool, int,       the same JSON or MessagePack value
-float, numpy values
-str                    ``text/plain; charset=utf-8`` (Accept is not consulted)
-bytes                  ``image/png`` / ``image/jpeg`` when sniffed, else
-                       ``application/octet-stream``
-flask.Response         passed through as the WSGI application it is
-a generator            a stream: str/bytes raw, dicts as NDJSON, SSE on request
-=====================  =====================================================
+Pure functions: bytes and values in, bytes and values out; nothing here sends. Bodies
+are JSON or MessagePack by Content-Type (every alias of 0.5.0), answers JSON or
+MessagePack by Accept. What a result becomes as a whole answer is ``results``'s table.
 """
 
 from __future__ import annotations
@@ -26,7 +15,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from .errors import BadRequestError, NotAcceptableError
+from .errors import BadRequestError, BadResultError, NotAcceptableError
 
 
 class BodyKind(enum.Enum):
@@ -178,7 +167,7 @@ def encode_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        raise TypeError(
+        raise BadResultError(
             f"predict() returned a value that is not JSON-serialisable: {exc}"
         ) from None
 
@@ -188,7 +177,7 @@ def encode_msgpack(value: Any) -> bytes:
     try:
         return msgpack.packb(value, default=_msgpack_default)  # type: ignore[no-any-return,unused-ignore]
     except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(
+        raise BadResultError(
             f"predict() returned a value that is not MessagePack-serialisable: {exc}"
         ) from None
 
@@ -206,31 +195,6 @@ def is_structured(value: Any) -> bool:
     """True for values encoded as JSON or MessagePack."""
     return isinstance(value, (dict, list, tuple, *_SCALARS)) or (
         hasattr(value, "dtype") and hasattr(value, "tolist")
-    )
-
-
-def encode_result(value: Any, accept: str | None) -> tuple[bytes, str]:
-    """Encode a result that is not a stream nor a WSGI response.
-
-    Returns:
-        The body and its content type.
-
-    Raises:
-        NotAcceptableError: a structured result and an Accept that allows neither format.
-        TypeError: a value of a type that cannot be answered; the message lists the types.
-    """
-    if isinstance(value, str):
-        return value.encode("utf-8"), TEXT_TYPE
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        return data, sniff_bytes(data)
-    if is_structured(value):
-        if negotiate(accept) is Format.MSGPACK:
-            return encode_msgpack(value), MSGPACK_TYPE
-        return encode_json(value), JSON_TYPE
-    raise TypeError(
-        f"predict() returned {type(value).__name__}, which cannot be answered. Return a "
-        "dict, list, tuple, str, bytes, number, None, numpy value, flask.Response or a generator."
     )
 
 

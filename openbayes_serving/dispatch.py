@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from .errors import QueueTimeoutError
-from .predictor import STREAMED, PredictCall
-from .responses import StreamStart
-from .scheduler import Channel, Scheduler
+from .pipeline import PredictCall
+from .scheduler import Scheduler
+from .streams import STREAMED, Channel, StreamStart
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +24,14 @@ logger = logging.getLogger(__name__)
 class Dispatcher:
     """Submits predict calls from the event loop and awaits their results."""
 
-    def __init__(self, scheduler: Scheduler, request_timeout: float) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.request_timeout = request_timeout
         self._completions: _Completions | None = None  # made on the event loop
 
-    async def submit(self, call: PredictCall, deadline: float, connection: Any = None) -> Any:
+    async def submit(self, call: PredictCall) -> Any:
         """The result of predict for ``call``, or a StreamStart when predict streams.
 
-        ``connection``: see ``Scheduler.submit``; a job whose client has gone before it
+        The request's deadline bounds the wait; a job whose client has gone before it
         starts raises ``ClientGone`` here instead of running.
 
         Raises:
@@ -55,18 +54,19 @@ class Dispatcher:
             completions.settle(future, StreamStart(channel, event), None)
             return channel
 
-        remaining = deadline - time.monotonic()
+        request = call.request
+        remaining = request.deadline - time.monotonic()
         if remaining <= 0:
             raise QueueTimeoutError("request timed out before predict")
         call.open_stream = open_stream
-        job = self.scheduler.submit(call, on_done, remaining, connection)
+        job = self.scheduler.submit(call, on_done, request.deadline, request)
 
         def expire() -> None:
             if not future.done():
                 self.scheduler.cancel(job)
-                logger.warning("request timed out after %.1fs: answered 504", self.request_timeout)
+                logger.warning("request timed out after %.1fs: answered 504", request.timeout)
                 future.set_exception(
-                    QueueTimeoutError(f"request did not finish within {self.request_timeout:g}s")
+                    QueueTimeoutError(f"request did not finish within {request.timeout:g}s")
                 )
 
         timer = loop.call_later(remaining, expire)

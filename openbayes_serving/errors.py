@@ -4,11 +4,16 @@ Exception
 ├── ServingError             answered with status_code and JSON {**payload, "error": message}
 │   ├── BadRequestError      400: the body does not parse, or has the wrong type
 │   ├── NotAcceptableError   406: Accept allows neither JSON nor MessagePack
-│   ├── RequestTimeoutError  408: the body did not arrive within request_timeout
-│   ├── PayloadTooLargeError 413: the body is larger than max_body_size
 │   ├── UnauthorizedError    401: api_key is set and the request does not carry it
+│   ├── NotFoundError        404: no route has this path
+│   ├── MethodNotAllowedError 405: the route exists, not for this method
+│   ├── RequestTimeoutError  408: the head or body did not arrive within request_timeout
+│   ├── PayloadTooLargeError 413: the body is larger than max_body_size
+│   ├── HeadTooLargeError    431: the request line and headers are too large
 │   ├── OverloadedError      503 + Retry-After: the predict queue is full, or not ready
 │   └── QueueTimeoutError    504: the request could not finish within request_timeout
+├── BadResultError           500: predict() returned what cannot be answered (its message is shown)
+├── ClientGone               the client left before its answer: nothing is sent
 ├── UnrecoverableError       500, then readiness goes false, in-flight work drains, exit non-zero
 └── StartupError             the server cannot start; the message says what to fix
     ├── PredictorError       the Predictor class breaks the convention
@@ -84,6 +89,12 @@ class PayloadTooLargeError(ServingError):
     status_code = 413
 
 
+class HeadTooLargeError(ServingError):
+    """431: the request line and headers are larger than the server takes."""
+
+    status_code = 431
+
+
 class OverloadedError(ServingError):
     """503: the queue is full, the model is not ready, or the server is draining."""
 
@@ -98,6 +109,14 @@ class QueueTimeoutError(ServingError):
     """504: the request did not finish within ``request_timeout``."""
 
     status_code = 504
+
+
+class BadResultError(Exception):
+    """predict() (or postprocess) returned a value that cannot be answered.
+
+    A mistake in the predictor, not in the request: answered 500 with this message (it
+    names the value's type, never its content) in every mode.
+    """
 
 
 class ClientGone(Exception):

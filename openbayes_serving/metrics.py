@@ -14,15 +14,16 @@ STAGES = ("queue", "preprocess", "predict", "postprocess", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_ROUTES = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 
 
 class Metrics:
     """What the server counts; updated from the event loop and the model threads."""
 
-    def __init__(self, multiprocess_dir: str | None = None) -> None:
+    def __init__(self, multiprocess_dir: str | None, routes: frozenset[str]) -> None:
+        """``routes``: the paths counted by name; any other path counts as "other"."""
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self._routes = routes
         self._multiprocess_dir = multiprocess_dir
         self.is_multiprocess = multiprocess_dir is not None
         registry = self.registry = None if multiprocess_dir else CollectorRegistry()
@@ -55,28 +56,11 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             **kw,
         )
-        self.in_flight = Gauge(
-            "openbayes_serving_in_flight",
-            "POST / requests being served now.",
-            multiprocess_mode="livesum",
-            **kw,
-        )
-        self.queue_depth = Gauge(
-            "openbayes_serving_queue_depth",
-            "Requests waiting for a predict slot.",
-            multiprocess_mode="livesum",
-            **kw,
-        )
-        self.load_seconds = Gauge(
-            "openbayes_serving_model_load_seconds",
-            "Time taken to build the model instances.",
-            multiprocess_mode="max",
-            **kw,
-        )
+        self.in_flight, self.queue_depth, self.load_seconds = _gauges(Gauge, kw)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request (any route)."""
-        route = path if path in _ROUTES else "other"
+        route = path if path in self._routes else "other"
         child = self._request_children.get((route, status))
         if child is None:  # labels() takes a lock and builds a key: do it once per pair
             child = self._request_children[(route, status)] = self.requests.labels(
@@ -118,6 +102,29 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)
         return generate_latest(registry)
+
+
+def _gauges(gauge: Any, kw: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """In flight, queue depth and load time: live values summed (or maxed) over workers."""
+    in_flight = gauge(
+        "openbayes_serving_in_flight",
+        "POST / requests being served now.",
+        multiprocess_mode="livesum",
+        **kw,
+    )
+    queue_depth = gauge(
+        "openbayes_serving_queue_depth",
+        "Requests waiting for a predict slot.",
+        multiprocess_mode="livesum",
+        **kw,
+    )
+    load_seconds = gauge(
+        "openbayes_serving_model_load_seconds",
+        "Time taken to build the model instances.",
+        multiprocess_mode="max",
+        **kw,
+    )
+    return in_flight, queue_depth, load_seconds
 
 
 def mark_worker_dead(pid: int) -> None:

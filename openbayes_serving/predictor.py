@@ -1,7 +1,7 @@
-"""Inspect the user's predictor class once, validate it, and build the Pipeline.
+"""Find the user's predictor class, inspect it once, validate it, and build instances.
 
-No Flask here. Everything the request path needs is resolved at start-up: which
-resolver feeds each parameter, whether predict batches or streams, which steps exist.
+No Flask here. Everything the request path needs is learned at start-up: which
+resolver feeds each parameter, whether predict batches or streams, which stages exist.
 """
 
 from __future__ import annotations
@@ -10,22 +10,18 @@ import importlib.util
 import inspect
 import logging
 import sys
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from . import inject
-from .errors import PredictorError
-from .inject import HttpRequest, InitContext
-from .scheduler import BatchSpec, Channel
+from . import inject, sessions
+from .batching import BatchSpec
+from .errors import PredictorError, StartupError
+from .inject import InitContext
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
-
-STREAMED: Any = object()  # what a runner returns once it has pumped a stream
 
 
 @dataclass(frozen=True)
@@ -45,6 +41,7 @@ class PredictorSpec:
     is_streaming: bool
     has_run: bool
     uses_flask: bool
+    example: Any = None  # the class's ``example``: a file name or a JSON value
 
 
 def _params(func: Callable[..., Any]) -> list[inspect.Parameter]:
@@ -105,52 +102,69 @@ def inspect_predictor(cls: type, settings: Settings) -> PredictorSpec:
             f"any of: {', '.join(inject.REQUEST_NAMES)}."
         )
     init_params = _match(owner, "__init__", cls, inject.INIT_NAMES)
-    preprocess = getattr(cls, "preprocess", None)
-    postprocess = getattr(cls, "postprocess", None)
+    preprocess, postprocess, request_params = _stages(owner, cls, predict)
     batch = getattr(predict, "__openbayes_batch__", None)
-    is_streaming = inspect.isgeneratorfunction(predict)
-    if callable(preprocess):
-        request_params = _match(owner, "preprocess", preprocess, inject.REQUEST_NAMES)
-        _one_argument(owner, "predict", predict, "preprocess()")
-    else:
-        request_params = _match(owner, "predict", predict, inject.REQUEST_NAMES)
-    if callable(postprocess):
-        _one_argument(owner, "postprocess", postprocess, "predict()")
-        if is_streaming:
-            raise PredictorError(
-                f"{owner}.predict() is a generator (it streams), so {owner}.postprocess() "
-                "cannot run: remove postprocess() or return a value from predict()."
-            )
-    if batch is not None and is_streaming:
+    if batch is not None and inspect.isgeneratorfunction(predict):
         raise PredictorError(f"{owner}.predict() cannot both stream and use @serv.batch.")
     run = getattr(cls, "run", None)
-    has_run = callable(run) and not _params(run)
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__file__", None)
     directory = Path(file).resolve().parent if file else Path.cwd()
-    spec = PredictorSpec(
+    if any(name == "onnx" for _, name in init_params):
+        _check_onnx(owner, settings, directory)
+    return PredictorSpec(
         cls=cls,
         name=owner,
         directory=directory,
         init_params=init_params,
         request_params=request_params,
-        has_preprocess=callable(preprocess),
-        has_postprocess=callable(postprocess),
+        has_preprocess=preprocess is not None,
+        has_postprocess=postprocess is not None,
         preprocess_is_async=inspect.iscoroutinefunction(preprocess),
         postprocess_is_async=inspect.iscoroutinefunction(postprocess),
         batch=batch,
-        is_streaming=is_streaming,
-        has_run=has_run,
+        is_streaming=inspect.isgeneratorfunction(predict),
+        has_run=callable(run) and not _params(run),
         uses_flask=uses_flask_globals(module),
+        example=getattr(cls, "example", None),
     )
-    if any(name == "onnx" for _, name in init_params):
-        if importlib.util.find_spec("onnxruntime") is None:
+
+
+Stage = Callable[..., Any]
+
+
+def _stages(
+    owner: str, cls: type, predict: Stage
+) -> tuple[Stage | None, Stage | None, tuple[tuple[str, str], ...]]:
+    """preprocess, postprocess (None when absent) and the request parameters they take."""
+    preprocess = getattr(cls, "preprocess", None)
+    postprocess = getattr(cls, "postprocess", None)
+    if callable(preprocess):
+        request_params = _match(owner, "preprocess", preprocess, inject.REQUEST_NAMES)
+        _one_argument(owner, "predict", predict, "preprocess()")
+    else:
+        preprocess = None
+        request_params = _match(owner, "predict", predict, inject.REQUEST_NAMES)
+    if callable(postprocess):
+        _one_argument(owner, "postprocess", postprocess, "predict()")
+        if inspect.isgeneratorfunction(predict):
             raise PredictorError(
-                f"{owner}.__init__() asks for 'onnx' but onnxruntime is not installed: "
-                f"{inject.ONNX_INSTALL}"
+                f"{owner}.predict() is a generator (it streams), so {owner}.postprocess() "
+                "cannot run: remove postprocess() or return a value from predict()."
             )
-        inject.find_onnx_model(settings, directory)
-    return spec
+    else:
+        postprocess = None
+    return preprocess, postprocess, request_params
+
+
+def _check_onnx(owner: str, settings: Settings, directory: Path) -> None:
+    """``onnx`` can be injected: onnxruntime is installed and a model file is found."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise PredictorError(
+            f"{owner}.__init__() asks for 'onnx' but onnxruntime is not installed: "
+            f"{sessions.ONNX_INSTALL}"
+        )
+    sessions.find_onnx_model(settings, directory)
 
 
 def uses_flask_globals(module: ModuleType | None) -> bool:
@@ -209,95 +223,30 @@ def build_instance(spec: PredictorSpec, settings: Settings, device: str) -> Any:
         raise PredictorError(f"{spec.name}.__init__() raised {describe_exception(exc)}") from exc
 
 
-@dataclass(eq=False)
-class PredictCall:
-    """What a model thread gets for one request."""
+def find_predictor_class(path: Path) -> type:
+    """Import predictor.py as a module and find the class serv.run() would be given.
 
-    value: Any  # the kwargs of predict, or the result of preprocess
-    request: HttpRequest
-    open_stream: Callable[[], Channel] | None  # set by the dispatcher
-
-
-def _is_stream(value: Any) -> bool:
-    return isinstance(value, (types.GeneratorType, Iterator)) and not isinstance(
-        value, (str, bytes, dict, list, tuple)
-    )
-
-
-def pump(generator: Iterator[Any], channel: Channel) -> None:
-    """Drive a streaming predict on its model thread until it ends or the client leaves."""
-    try:
-        for chunk in generator:
-            if not channel.put(chunk):
-                break
-    except BaseException as exc:  # reported on the stream; the slot is freed below
-        channel.finish(exc)
-    else:
-        channel.finish()
-    finally:
-        close = getattr(generator, "close", None)
-        if close is not None:
-            close()
-
-
-class Pipeline:
-    """The request path's view of the predictor: resolve, preprocess, predict, postprocess."""
-
-    def __init__(self, spec: PredictorSpec, instances: list[Any]) -> None:
-        self.spec = spec
-        self.instances = instances
-        self._resolvers = tuple(
-            (param, inject.REQUEST_RESOLVERS[name]) for param, name in spec.request_params
-        )
-        first = instances[0]
-        self.preprocess: Callable[..., Any] | None = (
-            first.preprocess if spec.has_preprocess else None
-        )
-        self.postprocess: Callable[[Any], Any] | None = (
-            first.postprocess if spec.has_postprocess else None
-        )
-
-    def resolve_args(self, request: HttpRequest) -> dict[str, Any]:
-        """The injected arguments for predict (or preprocess). BadRequestError -> 400."""
-        return {param: resolve(request) for param, resolve in self._resolvers}
-
-    def run_preprocess(self, args: dict[str, Any], request: HttpRequest) -> Any:
-        """Call a synchronous preprocess (on the pool)."""
-        assert self.preprocess is not None
-        if self.spec.uses_flask:
-            from . import flask_compat  # Flask loads only for predictors that use it
-
-            with flask_compat.request_context(request.environ()):
-                return self.preprocess(**args)
-        return self.preprocess(**args)
-
-    def runner(self, instance: Any) -> Callable[[Any], Any]:
-        """The callable a model thread bound to ``instance`` runs for each job (or batch)."""
-        predict = instance.predict
-        spec = self.spec
-        names = [param for param, _ in spec.request_params]
-
-        def invoke(call: PredictCall) -> Any:
-            result = predict(call.value) if spec.has_preprocess else predict(**call.value)
-            if _is_stream(result):
-                assert call.open_stream is not None
-                pump(result, call.open_stream())
-                return STREAMED
-            return result
-
-        def in_flask_context(call: PredictCall) -> Any:
-            with flask_compat.request_context(call.request.environ()):
-                return invoke(call)
-
-        def run_batch(calls: list[PredictCall]) -> Any:
-            if spec.has_preprocess:
-                return predict([call.value for call in calls])
-            return predict(**{name: [call.value[name] for call in calls] for name in names})
-
-        if spec.batch is not None:
-            return run_batch
-        if spec.uses_flask:
-            from . import flask_compat  # Flask loads only for predictors that use it
-
-            return in_flask_context
-        return invoke
+    Raises:
+        StartupError: the file cannot be imported or defines no single predictor class.
+    """
+    spec = importlib.util.spec_from_file_location("predictor", path)
+    if spec is None or spec.loader is None:
+        raise StartupError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["predictor"] = module
+    sys.path.insert(0, str(path.parent))
+    spec.loader.exec_module(module)
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and hasattr(value, "predict")
+    ]
+    for name in ("Predictor", "PythonPredictor"):
+        for cls in classes:
+            if cls.__name__ == name:
+                return cls
+    if len(classes) == 1:
+        return classes[0]
+    raise StartupError(f"{path} defines no single class with a predict() method")

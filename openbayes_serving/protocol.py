@@ -15,14 +15,17 @@ Imported in the worker only (the master never serves a request).
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from . import codec
+from .error_map import error_answer
+from .errors import BadRequestError, HeadTooLargeError, RequestTimeoutError, ServingError
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx allows 32 KiB by default
 LINGER_SECONDS = 2.0  # how long a refused client's further bytes are read and dropped
 
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 _TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
 
 
@@ -78,7 +81,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             self._head_read += len(data)
             if self._head_read > MAX_HEAD_BYTES:
                 self._in_head = False
-                self._answer(431, _TOO_LARGE)
+                self._refuse(HeadTooLargeError(_TOO_LARGE))
                 return
             if self._head_timer is None:  # from the head's first byte, never extended
                 self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
@@ -96,9 +99,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
     def send_400_response(self, msg: str) -> None:
         """The answer to a request the parser refused: JSON, like every other error."""
         if self._refused:
-            self._answer(431, _TOO_LARGE)
+            self._refuse(HeadTooLargeError(_TOO_LARGE))
         else:
-            self._answer(400, "invalid HTTP request")
+            self._refuse(BadRequestError("invalid HTTP request"))
 
     def _head_size(self) -> int:
         """The size of the head just parsed: request target and headers."""
@@ -112,10 +115,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             # A pipelined head behind a response still being written: answer after it.
             self._head_timer = self.loop.call_later(1.0, self._head_expired)
             return
-        self._answer(408, f"the request head did not arrive within {self.head_timeout:g}s")
+        message = f"the request head did not arrive within {self.head_timeout:g}s"
+        self._refuse(RequestTimeoutError(message))
 
-    def _answer(self, status: int, message: str) -> None:
-        """Answer ``status`` with a JSON error and close the connection.
+    def _refuse(self, error: ServingError) -> None:
+        """Answer ``error`` (as ``error_map`` says) and close the connection.
 
         The close lingers: the answer goes out with a FIN, and whatever the client is
         still sending is read and dropped for a moment. Closing at once with unread bytes
@@ -124,11 +128,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         """
         if self.transport.is_closing() or self._lingering:
             return
-        body = orjson.dumps({"error": message})
+        answer = error_answer(error)
+        body = codec.encode_json(answer.body)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, _REASONS[status].encode(), len(body), body)
+            % (answer.status, HTTPStatus(answer.status).phrase.encode(), len(body), body)
         )
         self._lingering = True
         self._unset_keepalive_if_required()

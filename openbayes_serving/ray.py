@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .app import Health, ServingApp, create_app
-from .cli import find_predictor_class
+from .app import ServingApp, create_app
+from .batching import capacity, policy_for
 from .errors import StartupError
-from .predictor import PredictorSpec, inspect_predictor
-from .responses import Receive, Send
-from .server import configure_logging
+from .lifecycle import EXIT_LOAD_FAILED, EXIT_OK, Health
+from .logs import configure_logging
+from .predictor import PredictorSpec, find_predictor_class, inspect_predictor
+from .request import Receive, Send
 from .settings import Settings, resolve_settings
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ReplicaApp:
     @property
     def is_failed(self) -> bool:
         """True once the model failed to build or raised ``UnrecoverableError``."""
-        return self.app is not None and self.app.health is Health.FAILED
+        return self.app is not None and self.app.lifecycle.health is Health.FAILED
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """The ASGI entry: the lifespan here, HTTP in the ``ServingApp``."""
@@ -94,8 +95,8 @@ class ReplicaApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.app is not None:
-                    self.app.start_draining()
-                    await loop.run_in_executor(None, self.app.shutdown)
+                    self.app.lifecycle.start_draining()
+                    await loop.run_in_executor(None, self.app.lifecycle.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -105,11 +106,9 @@ class ReplicaApp:
         os.chdir(directory)
         configure_logging(self.settings.log_level, self.settings.log_format)
         spec = inspect_predictor(find_predictor_class(directory / "predictor.py"), self.settings)
-        app = create_app(spec, self.settings, on_fatal=_report_fatal)
-        app.load()
-        self.app = app
-        if app.health is not Health.READY:
-            raise StartupError(str(app.load_error or "the predictor did not load"))
+        # Kept before loading, so that a model that failed to build fails the health check.
+        self.app = create_app(spec, self.settings, on_fatal=_report_fatal)
+        self.app.lifecycle.load_now()
 
 
 async def _send_without_request_id(send: Send, message: dict[str, Any]) -> None:
@@ -154,8 +153,8 @@ def deployment_options(
     replica: each ``cuda:N`` entry asks Ray for one GPU, and Ray numbers a replica's
     GPUs from ``cuda:0``.
     """
-    per_predict = spec.batch.max_batch_size if spec.batch else 1
-    running = settings.predict_concurrency * per_predict * len(settings.devices)
+    policy = policy_for(spec.batch)
+    running = capacity(policy, settings.predict_concurrency, len(settings.devices))
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     gpus = sum(1 for device in settings.devices if device.startswith("cuda"))
     if gpus:
@@ -209,16 +208,7 @@ def serve_directory(directory: Path, replicas: int, argv: Sequence[str]) -> int:
     Raises:
         StartupError: Ray Serve is missing, or the directory or a setting is wrong.
     """
-    if replicas < 1:
-        raise StartupError(f"--ray-replicas must be a positive integer (got {replicas})")
-    directory = directory.resolve()
-    if (directory / "start.sh").is_file():
-        raise StartupError(
-            f"{directory} has start.sh, which bypasses the runtime: --ray-replicas serves "
-            "predictor.py only"
-        )
-    if not (directory / "predictor.py").is_file():
-        raise StartupError(f"{directory} has no predictor.py to serve")
+    directory = _check_directory(directory, replicas)
     serve = _import_serve()
     import ray
 
@@ -246,7 +236,7 @@ def serve_directory(directory: Path, replicas: int, argv: Sequence[str]) -> int:
             serve.run(app, name=APP_NAME, route_prefix="/")
         except RuntimeError as exc:
             logger.error("the replicas did not start: %s", exc)
-            return 3
+            return EXIT_LOAD_FAILED
         logger.info(
             "serving %s with %d Ray replica(s) on http://%s:%d",
             directory,
@@ -259,7 +249,22 @@ def serve_directory(directory: Path, replicas: int, argv: Sequence[str]) -> int:
         # Deleting the application first lets each replica finish its requests while
         # the proxy still carries their answers; serve.shutdown() alone drops them.
         serve.delete(APP_NAME)
-        return 0
+        return EXIT_OK
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _check_directory(directory: Path, replicas: int) -> Path:
+    """The resolved deployment directory, if Ray can serve it with ``replicas``."""
+    if replicas < 1:
+        raise StartupError(f"--ray-replicas must be a positive integer (got {replicas})")
+    directory = directory.resolve()
+    if (directory / "start.sh").is_file():
+        raise StartupError(
+            f"{directory} has start.sh, which bypasses the runtime: --ray-replicas serves "
+            "predictor.py only"
+        )
+    if not (directory / "predictor.py").is_file():
+        raise StartupError(f"{directory} has no predictor.py to serve")
+    return directory

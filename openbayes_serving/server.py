@@ -1,14 +1,9 @@
 """Embed gunicorn: the arbiter, uvicorn's event-loop worker, signals, drain and exit codes.
 
-Exit codes (the arbiter halts, rather than respawning, on 3 and 4):
-
-- 2: the predictor or a setting is wrong; found before any process forks.
-- 3: the worker could not build the model (``__init__`` raised, no model file): the
-  arbiter sees WORKER_BOOT_ERROR and stops with 3.
-- 4: ``UnrecoverableError`` (or ``run()`` raising in production): readiness goes false,
-  requests in flight finish, the worker exits with APP_LOAD_ERROR and the arbiter stops
-  with 4, so the platform restarts the container.
-- 0: SIGTERM: readiness goes false, requests in flight finish within graceful_timeout.
+The exit codes are ``lifecycle``'s: the arbiter halts, rather than respawning, on
+EXIT_LOAD_FAILED (the worker leaves with WORKER_BOOT_ERROR) and EXIT_FATAL (it leaves
+with APP_LOAD_ERROR after draining); SIGTERM drains and exits EXIT_OK. The only module
+that imports gunicorn.
 """
 
 from __future__ import annotations
@@ -20,67 +15,20 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from .errors import StartupError
 from .metrics import mark_worker_dead
-from .predictor import PredictorSpec, inspect_predictor
-from .responses import REQUEST_ID
-from .settings import Settings, export_environ, public_fields, resolve_settings
+from .predictor import PredictorSpec
+from .settings import Settings, export_environ
 
 if TYPE_CHECKING:  # the app (and Flask) load in the worker, after the fork
     from .app import ServingApp
 
 logger = logging.getLogger(__name__)
-
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d [%(request_id)s] %(name)s: %(message)s"
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Stamp the record with the id of the request being served."""
-        record.request_id = REQUEST_ID.get()
-        return True
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        """One JSON object per line."""
-        line = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "pid": record.process,
-            "request_id": getattr(record, "request_id", "-"),
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()
-
-
-def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """Log to stderr with the request id on every line, unless the host configured logging."""
-    root = logging.getLogger()
-    root.setLevel(level.upper())
-    if any(getattr(h, "_openbayes", False) for h in root.handlers):
-        for handler in root.handlers:
-            handler.setFormatter(
-                _JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-            )
-        return
-    if root.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler._openbayes = True  # type: ignore[attr-defined]
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root.addHandler(handler)
 
 
 class _Logger(glogging.Logger):  # type: ignore[misc,unused-ignore]
@@ -117,7 +65,7 @@ class _DrainingServer(Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """Drain first, then let uvicorn stop."""
-        self.serving_app.start_draining()
+        self.serving_app.lifecycle.start_draining()
         super().handle_exit(sig, frame)
 
 
@@ -137,7 +85,7 @@ class Worker(UvicornWorker):
     async def _serve(self) -> None:
         # Runs in the worker, after the fork: self.wsgi is the ServingApp from load().
         app: ServingApp = self.wsgi
-        app._on_fatal = self._fatal
+        app.lifecycle.on_fatal = self._fatal
         self.config.app = app
         from .protocol import with_head_timeout  # in the worker: the master parses no request
 
@@ -216,29 +164,6 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
-def run(predictor_cls: type, **settings: Any) -> None:
-    """Serve ``predictor_cls`` over HTTP; blocks until the server stops.
-
-    Keyword arguments are settings (see the README's table) and beat flags and the
-    environment. Exits the process with the codes in this module's docstring.
-    """
-    try:
-        resolved = resolve_settings(settings, sys.argv[1:])
-        configure_logging(resolved.log_level, resolved.log_format)
-        spec = inspect_predictor(predictor_cls, resolved)
-    except StartupError as exc:
-        sys.stderr.write(f"openbayes-serving: error: {exc}\n")
-        sys.exit(2)
-    logger.info(
-        "starting %s (%s mode) on http://%s:%d; %s",
-        spec.name,
-        resolved.mode.value,
-        resolved.host,
-        resolved.bind_port,
-        ", ".join(
-            f"{f.name}={getattr(resolved, f.name)!r}"
-            for f in public_fields()
-            if f.name != "api_key"
-        ),
-    )
-    Application(spec, resolved).run()
+def serve(spec: PredictorSpec, settings: Settings) -> None:
+    """Run the gunicorn arbiter for ``spec``; blocks until the server stops."""
+    Application(spec, settings).run()

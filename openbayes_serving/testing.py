@@ -12,6 +12,7 @@ For users' own tests and for ``openbayes-serving predict``::
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -19,10 +20,14 @@ from urllib.parse import urlencode
 import msgpack
 import orjson
 
-from .app import Health, create_app
-from .errors import StartupError
-from .predictor import inspect_predictor
 from .settings import environ_snapshot, resolve_settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class LocalResponse:
@@ -60,12 +65,11 @@ class LocalClient:
     """
 
     def __init__(self, predictor_cls: type, **settings: Any) -> None:
+        from .app import load_app  # the app loads only for a LocalClient
+        from .predictor import inspect_predictor
+
         resolved = resolve_settings(settings, [], environ_snapshot())
-        spec = inspect_predictor(predictor_cls, resolved)
-        self.app = create_app(spec, resolved)
-        self.app.load()
-        if self.app.health is not Health.READY:
-            raise StartupError(str(self.app.load_error or "the predictor did not load"))
+        self.app = load_app(inspect_predictor(predictor_cls, resolved), resolved)
         self._loop = asyncio.new_event_loop()
 
     def __enter__(self) -> LocalClient:
@@ -76,7 +80,7 @@ class LocalClient:
 
     def close(self) -> None:
         """Stop the model threads."""
-        self.app.shutdown()
+        self.app.lifecycle.shutdown()
         self._loop.close()
 
     def post(

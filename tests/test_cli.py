@@ -14,6 +14,7 @@ import requests
 from conftest import ROOT, clean_env, free_port, stop, wait_ready
 
 from openbayes_serving import cli
+from openbayes_serving.predictor import find_predictor_class
 from openbayes_serving.testing import LocalClient
 
 
@@ -38,7 +39,7 @@ def test_entry_points_answer_help(command):
 def test_init_writes_a_runnable_basic_predictor(tmp_path, capsys):
     assert cli.main(["init", str(tmp_path / "app")]) == 0
     assert "predictor.py" in capsys.readouterr().out
-    cls = cli.find_predictor_class(tmp_path / "app" / "predictor.py")
+    cls = find_predictor_class(tmp_path / "app" / "predictor.py")
     with LocalClient(cls) as client:
         assert client.post(json={"a": 1}).json() == {"greeting": "hello", "echo": {"a": 1}}
 
@@ -83,7 +84,7 @@ def test_onnx_template_runs_as_written(tmp_path):
 def test_pytorch_template_runs_as_written(tmp_path):
     pytest.importorskip("torch", reason="the torch extra is installed by `make test`")
     cli.main(["init", str(tmp_path), "--template", "pytorch"])
-    with LocalClient(cli.find_predictor_class(tmp_path / "predictor.py")) as client:
+    with LocalClient(find_predictor_class(tmp_path / "predictor.py")) as client:
         probabilities = client.post(json={"inputs": [[1, 2, 3, 4]]}).json()["probabilities"]
     assert len(probabilities[0]) == 3
     assert sum(probabilities[0]) == pytest.approx(1.0, abs=1e-5)
@@ -91,7 +92,7 @@ def test_pytorch_template_runs_as_written(tmp_path):
 
 def test_batch_template_runs_as_written(tmp_path):
     cli.main(["init", str(tmp_path), "--template", "batch"])
-    with LocalClient(cli.find_predictor_class(tmp_path / "predictor.py")) as client:
+    with LocalClient(find_predictor_class(tmp_path / "predictor.py")) as client:
         answer = client.post(json={"x": [1, 0, 0, 0]}).json()
         assert answer["batch_size"] == 1
         assert len(answer["y"]) == 2
@@ -100,7 +101,7 @@ def test_batch_template_runs_as_written(tmp_path):
 
 def test_stream_template_runs_as_written(tmp_path):
     cli.main(["init", str(tmp_path), "--template", "stream"])
-    with LocalClient(cli.find_predictor_class(tmp_path / "predictor.py")) as client:
+    with LocalClient(find_predictor_class(tmp_path / "predictor.py")) as client:
         rv = client.post(json={"text": "a b c", "delay": 0})
     assert rv.content_type == "application/x-ndjson"
     assert [json.loads(line) for line in rv.text.splitlines()] == [{"token": t} for t in "abc"]

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgpack
 import pytest
 import requests
-from conftest import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
+from fakes import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 from openbayes_serving.client import Client, PredictError
 

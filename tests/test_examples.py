@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -283,7 +283,7 @@ def expected_text(directory: Path, request: dict) -> str:
     return "".join(chunk["token"] for chunk in predictor.predict(predictor.preprocess(request)))
 
 
-STREAM_REQUEST = {"prompt": "the ", "max_tokens": 60, "seed": 3}
+STREAM_REQUEST: dict[str, Any] = {"prompt": "the ", "max_tokens": 60, "seed": 3}
 
 
 def test_text_stream_sends_ndjson_tokens_in_model_order(

@@ -19,7 +19,8 @@ from PIL import Image
 
 from openbayes_serving import predictor as predictor_module
 from openbayes_serving.errors import PredictorError
-from openbayes_serving.inject import find_onnx_model, match_name
+from openbayes_serving.inject import match_name
+from openbayes_serving.sessions import find_onnx_model
 from openbayes_serving.settings import resolve_settings
 
 
@@ -72,7 +73,7 @@ def image_server(tmp_path):
     images.mkdir()
     Image.new("RGB", (16, 16), (0, 0, 255)).save(images / "blue.png")
     handler = partial(SimpleHTTPRequestHandler, directory=str(images))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
     with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()

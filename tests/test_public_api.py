@@ -68,3 +68,44 @@ print(sorted(name for name in ("flask", "werkzeug", "jinja2") if name in sys.mod
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split("\n")[:2] == ["[]", "['flask', 'jinja2', 'werkzeug']"]
+
+
+def test_importing_the_package_for_the_client_loads_no_server():
+    code = (
+        "import sys; from openbayes_serving import Client; print(sorted(m for m in "
+        "('gunicorn', 'uvicorn', 'uvicorn_worker', 'httptools', 'uvloop') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_package_has_no_import_cycle():
+    import ast
+    from pathlib import Path
+
+    package = Path(openbayes_serving.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            alias.name if node.module is None else node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+            for alias in node.names
+        }
+        edges[path.stem] = {name.split(".")[0] for name in names} & {
+            p.stem for p in package.glob("*.py")
+        }
+
+    def reach(start: str, node: str, seen: set[str]) -> bool:
+        for nxt in edges.get(node, ()):
+            if nxt == start:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                if reach(start, nxt, seen):
+                    return True
+        return False
+
+    cyclic = sorted(module for module in edges if reach(module, module, set()))
+    assert cyclic == []

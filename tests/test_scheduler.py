@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from openbayes_serving.batching import Batcher, BatchSpec
 from openbayes_serving.errors import ClientGone, OverloadedError, QueueTimeoutError
-from openbayes_serving.scheduler import BatchSpec, Channel, Scheduler
+from openbayes_serving.scheduler import Scheduler
 
 
 class Results:
@@ -45,7 +46,7 @@ def test_jobs_never_exceed_concurrency():
     scheduler.start()
     results = Results()
     for i in range(10):
-        scheduler.submit(i, results.callback(i), timeout=5)
+        scheduler.submit(i, results.callback(i), deadline=time.monotonic() + 5)
     results.wait(10)
     scheduler.close(1)
     assert peak[0] == 2
@@ -57,11 +58,11 @@ def test_full_queue_raises_overloaded_at_once():
     scheduler = Scheduler([lambda x: gate.wait(5)], concurrency=1, max_queue=1)
     scheduler.start()
     results = Results()
-    scheduler.submit(1, results.callback(1), timeout=5)
+    scheduler.submit(1, results.callback(1), deadline=time.monotonic() + 5)
     time.sleep(0.05)
-    scheduler.submit(2, results.callback(2), timeout=5)
+    scheduler.submit(2, results.callback(2), deadline=time.monotonic() + 5)
     with pytest.raises(OverloadedError) as info:
-        scheduler.submit(3, results.callback(3), timeout=5)
+        scheduler.submit(3, results.callback(3), deadline=time.monotonic() + 5)
     assert info.value.headers["retry-after"] == "1"
     gate.set()
     results.wait(2)
@@ -79,9 +80,9 @@ def test_job_that_expired_in_the_queue_is_not_run():
     scheduler = Scheduler([runner], concurrency=1, max_queue=10)
     scheduler.start()
     results = Results()
-    scheduler.submit(1, results.callback(1), timeout=5)
+    scheduler.submit(1, results.callback(1), deadline=time.monotonic() + 5)
     time.sleep(0.05)
-    scheduler.submit(2, results.callback(2), timeout=0.01)
+    scheduler.submit(2, results.callback(2), deadline=time.monotonic() + 0.01)
     time.sleep(0.05)
     gate.set()
     results.wait(2)
@@ -96,16 +97,21 @@ def test_job_whose_client_disconnected_is_dropped_from_a_batch():
 
     gone, staying = Connection(), Connection()
     batches: list[list[int]] = []
+
+    def record(xs):
+        batches.append(list(xs))
+        return xs
+
     scheduler = Scheduler(
-        [lambda xs: batches.append(list(xs)) or xs],
+        [record],
         concurrency=1,
         max_queue=10,
-        batch=BatchSpec(max_batch_size=3, max_delay_ms=50),
+        policy=Batcher(BatchSpec(max_batch_size=3, max_delay_ms=50)),
     )
     results = Results()
-    scheduler.submit(1, results.callback(1), timeout=5, connection=staying)
-    scheduler.submit(2, results.callback(2), timeout=5, connection=gone)
-    scheduler.submit(3, results.callback(3), timeout=5)
+    scheduler.submit(1, results.callback(1), deadline=time.monotonic() + 5, connection=staying)
+    scheduler.submit(2, results.callback(2), deadline=time.monotonic() + 5, connection=gone)
+    scheduler.submit(3, results.callback(3), deadline=time.monotonic() + 5)
     gone.disconnected = True
     scheduler.start()
     results.wait(3)
@@ -120,9 +126,9 @@ def test_cancelled_job_leaves_the_queue():
     scheduler = Scheduler([lambda x: gate.wait(5)], concurrency=1, max_queue=10)
     scheduler.start()
     results = Results()
-    scheduler.submit(1, results.callback(1), timeout=5)
+    scheduler.submit(1, results.callback(1), deadline=time.monotonic() + 5)
     time.sleep(0.05)
-    job = scheduler.submit(2, results.callback(2), timeout=5)
+    job = scheduler.submit(2, results.callback(2), deadline=time.monotonic() + 5)
     assert scheduler.queue_depth == 1
     assert scheduler.cancel(job) is True
     assert scheduler.queue_depth == 0
@@ -134,37 +140,28 @@ def test_cancelled_job_leaves_the_queue():
 
 def test_batch_starts_at_once_when_full_and_after_max_delay_otherwise():
     sizes: list[int] = []
+
+    def add_one(xs):
+        sizes.append(len(xs))
+        return [x + 1 for x in xs]
+
     scheduler = Scheduler(
-        [lambda xs: sizes.append(len(xs)) or [x + 1 for x in xs]],
+        [add_one],
         concurrency=1,
         max_queue=100,
-        batch=BatchSpec(max_batch_size=4, max_delay_ms=500),
+        policy=Batcher(BatchSpec(max_batch_size=4, max_delay_ms=500)),
     )
     results = Results()
     for i in range(4):
-        scheduler.submit(i, results.callback(i), timeout=5)
+        scheduler.submit(i, results.callback(i), deadline=time.monotonic() + 5)
     started = time.monotonic()
     scheduler.start()
     results.wait(4)
     assert time.monotonic() - started < 0.3  # full: no waiting for the deadline
     started = time.monotonic()
-    scheduler.submit(10, results.callback(10), timeout=5)
+    scheduler.submit(10, results.callback(10), deadline=time.monotonic() + 5)
     results.wait(5)
     assert 0.45 <= time.monotonic() - started < 1.2  # alone: waits out max_delay_ms
     scheduler.close(1)
     assert sizes == [4, 1]
     assert results.values[10] == (11, None)
-
-
-def test_channel_blocks_the_producer_when_full_and_releases_it_on_close():
-    channel = Channel(lambda: None, maxsize=2)
-    assert channel.put(1)
-    assert channel.put(2)
-    outcome: list[bool] = []
-    producer = threading.Thread(target=lambda: outcome.append(channel.put(3)))
-    producer.start()
-    time.sleep(0.05)
-    assert producer.is_alive()
-    channel.close()
-    producer.join(1)
-    assert outcome == [False]

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from conftest import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
+from fakes import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 UI_DIR = Path(__file__).resolve().parent.parent / "openbayes_serving" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,0 +1,199 @@
+"""One HTTP request as the app sees it: headers read once, its id, its deadline, its body.
+
+A ``Request`` is made for every HTTP request (any route). It carries what the request
+path needs from the headers, the request id that every log line and answer names, the
+absolute deadline (``time.monotonic``, computed once), the body reader with its timer,
+the probe that says whether the client is still connected, and the parsed body and WSGI
+environ, each built on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import os
+import time
+import uuid
+from typing import Any, Callable
+
+from . import codec
+from .errors import ClientGone, PayloadTooLargeError, RequestTimeoutError
+from .events import PLATFORM_REQUEST_ID
+
+Send = Callable[[dict[str, Any]], Any]
+Receive = Callable[[], Any]
+Headers = list[tuple[bytes, bytes]]
+
+# The id of the request being served, for log lines (set by the app, read by the logs).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+# Request ids: a random per-process prefix and a counter. Unique across processes and
+# restarts without a system call per request (uuid4 reads os.urandom every time).
+_id_prefix = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = uuid.uuid4().hex[:16]
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # each gunicorn worker its own prefix
+
+
+def new_request_id() -> str:
+    """A fresh request id, such as ``3f9c0a1b2c4d5e6f-1a``."""
+    return f"{_id_prefix}-{next(_id_counter):x}"
+
+
+_UNSET: Any = object()
+
+
+class Request:
+    """One HTTP request: facts from its headers, id, deadline, body and connection."""
+
+    __slots__ = (
+        "scope",
+        "receive",
+        "request_id",
+        "content_type",
+        "accept",
+        "origin",
+        "content_length",
+        "auth",
+        "timeout",
+        "deadline",
+        "body",
+        "_environ",
+        "_parsed",
+    )
+
+    def __init__(self, scope: dict[str, Any], receive: Receive, timeout: float) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.content_type: str | None = None
+        self.accept: str | None = None
+        self.origin: bytes | None = None
+        self.content_length: bytes | None = None
+        self.auth: tuple[bytes, bytes] | None = None
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.body = b""
+        self._environ: dict[str, Any] | None = None
+        self._parsed: Any = _UNSET
+        given: str | None = None
+        platform: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif name == b"accept":
+                self.accept = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = value
+            elif name == b"origin":
+                self.origin = value
+            elif name == b"x-request-id":
+                given = value.decode("latin-1")[:128]
+            elif name == b"x-openbayes-serving-request-id":
+                platform = value.decode("latin-1")[:128]
+            elif name in (b"authorization", b"x-api-key"):
+                self.auth = (name, value)
+        self.request_id: str = given or platform or new_request_id()
+        if platform and platform.isdigit():
+            PLATFORM_REQUEST_ID.set(int(platform))
+
+    @property
+    def method(self) -> str:
+        """The HTTP method."""
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        """The request path, without the query string."""
+        return str(self.scope["path"])
+
+    @property
+    def disconnected(self) -> bool:
+        """True once the server saw the client hang up (False when it cannot tell).
+
+        uvicorn's ``receive`` is a method of its request cycle, which sets
+        ``disconnected`` when the connection drops; other ASGI servers (Ray's proxy) do
+        not say, and their requests are taken as connected.
+        """
+        cycle = getattr(self.receive, "__self__", None)
+        return getattr(cycle, "disconnected", False) is True
+
+    async def read_body(self, limit: int) -> bytes:
+        """Read the whole body, at most ``limit`` bytes, before the deadline.
+
+        Raises:
+            PayloadTooLargeError: the body is (or says it is) larger than ``limit``.
+            RequestTimeoutError: the body did not arrive before the deadline.
+            ClientGone: the client disconnected while sending it.
+        """
+        length = self.content_length
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        # A client that stalls while sending its body must not hold the request forever:
+        # a timer cancels the read at the deadline (no task per request).
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.deadline - time.monotonic(), _expire, task, expired
+        )
+        try:
+            self.body = await self._read(limit)
+            return self.body
+        except asyncio.CancelledError:
+            # The loop may run a timer slightly before its due time, so ask the timer
+            # itself whether it fired rather than comparing clocks.
+            if not expired:
+                raise  # cancelled by the server, not by the timer
+            raise RequestTimeoutError(
+                f"the request body did not arrive within {self.timeout:g}s"
+            ) from None
+        finally:
+            timer.cancel()
+
+    async def _read(self, limit: int) -> bytes:
+        chunks = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def parsed(self, strict: bool) -> Any:
+        """The parsed body (``json`` when ``strict``, ``payload`` otherwise), parsed once.
+
+        Raises:
+            BadRequestError: the body does not parse, or (strict) is not JSON/MessagePack.
+        """
+        if self._parsed is _UNSET:
+            self._parsed = codec.decode_payload_param(self.body, self.content_type)
+        if strict and codec.body_kind(self.content_type) is codec.BodyKind.RAW:
+            return codec.decode_json_param(self.body, self.content_type)
+        return self._parsed
+
+    def environ(self) -> dict[str, Any]:
+        """The WSGI environ of this request (body included), built on first use."""
+        if self._environ is None:
+            from . import flask_compat  # Flask loads only for predictors that use it
+
+            self._environ = flask_compat.build_environ(self.scope, self.body)
+        return self._environ
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()

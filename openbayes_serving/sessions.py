@@ -1,0 +1,115 @@
+"""onnxruntime sessions for ``onnx`` injection: where the model is found, how it runs.
+
+Model search (``model_path``, else beside predictor.py, then the working directory),
+execution providers by device, and the thread options measured in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import PredictorError
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ONNX_INSTALL = (
+    "pip install 'openbayes-serving[onnx]' (CPU) or 'openbayes-serving[gpu]' (CUDA; "
+    "uninstall onnxruntime first)"
+)
+
+
+def model_dirs(settings: Settings, predictor_dir: Path) -> list[Path]:
+    """Where ``onnx`` looks: model_path when set, else beside predictor.py, then the cwd."""
+    if settings.model_path:
+        return [Path(settings.model_path)]
+    dirs = [predictor_dir]
+    if Path.cwd() != predictor_dir:
+        dirs.append(Path.cwd())
+    return dirs
+
+
+def find_onnx_model(settings: Settings, predictor_dir: Path) -> Path:
+    """The .onnx file to load: the first by name, deterministically, when there are several.
+
+    Raises:
+        PredictorError: no .onnx file is found.
+    """
+    searched = model_dirs(settings, predictor_dir)
+    for place in searched:
+        if place.is_file():
+            return place
+        found = sorted(place.glob("*.onnx")) if place.is_dir() else []
+        if found:
+            if len(found) > 1:
+                logger.warning(
+                    "found %d .onnx files in %s; loading %s (set --model-path to choose): %s",
+                    len(found),
+                    place,
+                    found[0].name,
+                    ", ".join(p.name for p in found[1:]),
+                )
+            return found[0]
+    raise PredictorError(
+        "__init__ asks for 'onnx' but no .onnx file was found in "
+        + ", ".join(str(p) for p in searched)
+        + ". Put the model beside predictor.py or pass --model-path."
+    )
+
+
+def import_onnxruntime() -> Any:
+    """Import onnxruntime, or fail with the install line."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise PredictorError(
+            f"__init__ asks for 'onnx' but onnxruntime is not installed: {ONNX_INSTALL}"
+        ) from None
+    return onnxruntime
+
+
+def onnx_providers(ort: Any, device: str) -> list[Any]:
+    """CUDA with the device's id when the device is CUDA and the provider exists, else CPU."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        logger.warning(
+            "device %s asked for, but onnxruntime has no CUDA provider: using CPU", device
+        )
+    return ["CPUExecutionProvider"]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def open_session(settings: Settings, predictor_dir: Path, device: str) -> Any:
+    """An InferenceSession of the model found for ``predictor_dir``, tuned by settings."""
+    ort = import_onnxruntime()
+    path = find_onnx_model(settings, predictor_dir)
+    options = ort.SessionOptions()
+    threads = settings.onnx_threads or available_cores()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    spinning = "1" if settings.onnx_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    session = ort.InferenceSession(
+        str(path), sess_options=options, providers=onnx_providers(ort, device)
+    )
+    logger.info(
+        "loaded %s (providers: %s; intra-op threads: %d; spinning: %s)",
+        path,
+        ", ".join(session.get_providers()),
+        threads,
+        "on" if settings.onnx_spinning else "off",
+    )
+    return session

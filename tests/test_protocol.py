@@ -1,0 +1,126 @@
+"""The bounded-head protocol in-process: bytes fed to a mock transport, as uvicorn tests it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from openbayes_serving.protocol import MAX_HEAD_BYTES, BoundedHeadProtocol, with_head_timeout
+
+
+class MockTransport:
+    """Collects what the protocol writes; says whether it closed."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.closed = False
+        self.eof = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 9000)}.get(name)
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def connect(
+    loop: asyncio.AbstractEventLoop, head_timeout: float = 60.0, keepalive: float = 5.0
+) -> tuple[BoundedHeadProtocol, MockTransport]:
+    config = Config(app=hello, lifespan="off", timeout_keep_alive=keepalive, access_log=False)  # type: ignore[arg-type]
+    config.load()
+    protocol = with_head_timeout(head_timeout)(config, ServerState(), {}, _loop=loop)
+    transport = MockTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def answer(transport: MockTransport) -> tuple[int, dict[str, Any]]:
+    head, _, body = transport.buffer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), orjson.loads(body)
+
+
+def test_a_head_in_one_read_is_served(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert b"hello" in transport.buffer
+
+
+def test_a_head_that_trickles_past_its_deadline_gets_408_json_and_a_close(loop):
+    protocol, transport = connect(loop, head_timeout=0.05)
+    protocol.data_received(b"GET / HTTP/1.1\r\n")
+    protocol.data_received(b"Host: x\r\n")
+    loop.run_until_complete(asyncio.sleep(0.15))
+    status, body = answer(transport)
+    assert status == 408
+    assert "did not arrive within 0.05s" in body["error"]
+    assert transport.eof
+
+
+def test_a_head_too_large_across_reads_gets_431_json(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: ")
+    for _ in range(MAX_HEAD_BYTES // 4096 + 1):
+        protocol.data_received(b"a" * 4096)
+    status, body = answer(transport)
+    assert status == 431
+    assert str(MAX_HEAD_BYTES) in body["error"]
+
+
+def test_a_head_too_large_in_one_read_gets_431_json(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 1) + b"\r\n\r\n")
+    assert answer(transport)[0] == 431
+
+
+def test_a_malformed_request_gets_400_json(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+    assert answer(transport) == (400, {"error": "invalid HTTP request"})
+
+
+def test_a_connection_that_sends_nothing_closes_after_keepalive(loop):
+    protocol, transport = connect(loop, keepalive=0.05)
+    loop.run_until_complete(asyncio.sleep(0.15))
+    assert transport.closed
+    assert transport.buffer == b""
