@@ -12,7 +12,6 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,13 +20,9 @@ from pathlib import Path
 
 import requests
 
+from openbayes_serving.testing import free_port
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tree_rss_mib(pid: int) -> float:

@@ -1,7 +1,7 @@
-"""The work of S3, shared by both of its predictors and by run.py (which times `compute`).
+"""The work of S3 and S6, shared by their predictors and the driver (which times `compute`).
 
 `fetch` waits on the loopback slow server (about 50 ms); `compute` multiplies matrices
-with numpy (the GIL is released; BLAS threads are pinned to 1 by run.py's environment).
+with numpy (the GIL is released; BLAS threads are pinned to 1 by the driver's environment).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""S3 I/O overlap, reference 0.5.0: no preprocess there, so the fetch runs inside predict.
+"""The 0.5.0 shape of an I/O predictor: the fetch and the compute both inside predict.
 
-Injected parameters carry no annotation: the reference 0.5.0 looks an annotated
-parameter up by its annotation, not its name.
+S3 runs it on the reference (which has no preprocess); S6 runs this same file on both
+runtimes with default settings. Injected parameters carry no annotation: the reference
+0.5.0 looks an annotated parameter up by its annotation, not its name.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The benchmarks of openbayes-serving: the driver lives in the ``bench`` package."""
