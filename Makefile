@@ -12,7 +12,7 @@ TORCH := torch==2.9.1 torchvision==0.24.1
 else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
-EXAMPLE := examples/image-classifier-onnx
+EXAMPLE := examples/ocr
 
 .PHONY: serve test check env
 
@@ -23,13 +23,20 @@ $(VENV)/.ok: setup.cfg
 	$(PIP) install -q -e '.[onnx,test,dev,ray]'
 	touch $@
 
-env: $(VENV)/.ok
+# Pretrained weights for examples/ocr and examples/vad-torch, shipped in these wheels. Without
+# their dependencies (OpenCV, torchaudio...): the examples use numpy, Pillow, onnxruntime and
+# torch only; the wheels are where the weights come from (any Python the runtime supports).
+$(VENV)/.weights: $(VENV)/.ok
+	$(PIP) install -q --no-deps --ignore-requires-python rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3
+	touch $@
 
-serve: $(VENV)/.ok
+env: $(VENV)/.ok $(VENV)/.weights
+
+serve: $(VENV)/.ok $(VENV)/.weights
 	cd $(EXAMPLE) && ../../$(PY) make_model.py
 	@echo
 	@echo "Serving $(EXAMPLE) on http://127.0.0.1:25252 (Ctrl-C stops it). In another shell:"
-	@echo "  curl -s -X POST -H 'Content-Type: image/jpeg' --data-binary @$(EXAMPLE)/sample.jpg http://127.0.0.1:25252/"
+	@echo "  curl -s -X POST -H 'Content-Type: image/png' --data-binary @$(EXAMPLE)/sample.png http://127.0.0.1:25252/"
 	@echo "  open http://127.0.0.1:25252/ in a browser for the try-it page"
 	@echo
 	$(VENV)/bin/openbayes-serving run $(EXAMPLE) --host 127.0.0.1 --port 25252
@@ -38,7 +45,15 @@ serve: $(VENV)/.ok
 /usr/bin/chromium:
 	apt-get update -qq && apt-get install -y -qq chromium
 
-test: $(VENV)/.ok /usr/bin/chromium
+# The example tests draw text in Debian's fonts and make speech with espeak-ng.
+FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+$(FONTS):
+	apt-get update -qq && apt-get install -y -qq fonts-dejavu-core fonts-wqy-microhei
+
+/usr/bin/espeak-ng:
+	apt-get update -qq && apt-get install -y -qq espeak-ng
+
+test: $(VENV)/.ok $(VENV)/.weights /usr/bin/chromium $(FONTS) /usr/bin/espeak-ng
 	$(PY) -m pytest -q
 
 check: $(VENV)/.ok
