@@ -11,8 +11,9 @@ What it measures, in one run, on one device:
    H2D copy, normalize, forward, top-5 back to the host), at batch 32 and at batch 1.
 2. The same predictor served (``@serv.batch(max_batch_size=32)``, production mode, one
    worker): images/s with many concurrent clients (``loadgen.py``), for one instance with
-   ``predict_concurrency`` 1 and 2 and for two instances on the same device; a lone
-   request's latency; the server's CPU; the device memory after load and under load
+   ``predict_concurrency`` 1 and 2, for two instances on the same device, and for one
+   instance with ``max_delay_ms`` 0 (what the batch window costs); a lone request's
+   latency; the server's CPU by thread; the device memory after load and under load
    (torch's counters, read by the predictor itself).
 3. A request that runs out of device memory: its answer, then ``/readyz`` and the next
    request, then one such request sent together with others that may share its batch.
@@ -32,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -136,7 +138,7 @@ def measure_alone(device: str, config_path: Path, bodies_path: Path, seconds: fl
         "b1_images_per_s": len(batch1) / sum(batch1),
         "load_s": load_s,
         "memory": predictor.memory(),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "no GPU",
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",
         "threads": torch.get_num_threads(),
@@ -568,6 +570,13 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
 
+def _why(error: str | None) -> str:
+    """A table cell for a measurement that has no value; details go under Failures."""
+    if error is None:
+        return "not run"
+    return error if error.startswith("not run") else "failed: see Failures below"
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -605,7 +614,7 @@ class Report:
         plan = self.bench.plans[label]
         load = plan.load
         if load is None:
-            return plan.error or "not run"
+            return _why(plan.error)
         text = (
             f"{_num(load.ok_per_s)} images/s at {load.clients} clients (p50 "
             f"{_num(load.percentile(50), 1)} ms, p99 {_num(load.percentile(99), 1)} ms; "
@@ -623,7 +632,7 @@ class Report:
         value = (
             f"p50 {_num(p50, 2)} ms over {len(plan.lone_ms)} requests, one at a time"
             if p50 is not None
-            else plan.error or "not run"
+            else _why(plan.error)
         )
         ok = extra <= GOAL_LONE_EXTRA_MS if extra is not None else None
         diff = f"{'+' if extra is not None and extra >= 0 else ''}{_num(extra, 2)} ms"
@@ -633,7 +642,7 @@ class Report:
     def throughput_rows(self) -> list[Row]:
         """Model alone, then each served configuration against its reference."""
         alone, b32, b1 = self.alone, self.b32, self.b1
-        why = self.bench.alone_error or "n/a"
+        why = _why(self.bench.alone_error)
         one, two, pair = self.rate(ONE), self.rate(TWO_PC), self.rate(PAIR)
         no_wait = self.rate(NO_WAIT)
         share, pair_ratio = _ratio(one, b32), _ratio(pair, one)
@@ -698,7 +707,10 @@ class Report:
         """Device memory after load and under load, one instance and two."""
         one, pair = self.bench.plans[ONE], self.bench.plans[PAIR]
         counter = one.memory_after_load.get("counter", "n/a")
-        after = f"{_mem(one.memory_after_load)}; 2 instances: {_mem(pair.memory_after_load)}"
+        after = (
+            f"{_mem(one.memory_after_load)}; 2 instances: {_mem(pair.memory_after_load)}; "
+            f"model alone, after its runs: {_mem(self.alone.get('memory'))}"
+        )
         under = (
             f"peak {_mem(one.memory_peak, peak=True)}, midway {_mem(one.memory_midway)}; "
             f"2 instances: peak {_mem(pair.memory_peak, peak=True)}"
@@ -712,7 +724,7 @@ class Report:
         """What the out-of-memory request got, and whether the server went on serving."""
         oom = self.oom = self.bench.oom
         if not oom.status:
-            why = self.bench.plans[ONE].error or "not run"
+            why = _why(self.bench.plans[ONE].error)
             return [
                 ("out-of-memory request", why, "", "", "clear 5xx", "n/a"),
                 ("after out-of-memory", why, "", "", "200, 200, alive", "n/a"),
@@ -743,8 +755,8 @@ class Report:
             ),
             (
                 "out-of-memory request batched with others",
-                f"it got {oom.with_mates}; {ok_mates} of {len(oom.mates)} sent with it got 200 "
-                f"(the others shared its batch: {oom.mates})",
+                f"it got {oom.with_mates}; of {len(oom.mates)} sent with it, {ok_mates} got 200 "
+                f"and {len(oom.mates) - ok_mates} shared its batch and its error: {oom.mates}",
                 "",
                 "",
                 "",
@@ -805,16 +817,28 @@ class Report:
         return rows
 
 
+def shown_args(argv: list[str]) -> list[str]:
+    """The command line without the flags that only say where output goes."""
+    hidden = {"--tests", "--output", "--out-dir", "--budget", "--python"}
+    shown: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in hidden:
+            skip = "=" not in arg
+        else:
+            shown.append(arg)
+    return shown
+
+
 def write_report(bench: Bench, tests: str, path: Path) -> str:
     """Write the markdown report and return its text."""
     args, alone, config = bench.args, bench.alone, bench.config
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     side = config["image_size"]
     cuda = args.device.startswith("cuda")
-    command = "benchmarks/gpu/run.sh" + (
-        "" if args.device == "cuda:0" else f" --device {args.device}"
-    )
-    command += " --tiny" if args.tiny else ""
+    command = shlex.join(["benchmarks/gpu/bench.py", *shown_args(sys.argv[1:])])
     model = "a 3-layer CNN (tiny)" if args.tiny else "torchvision ResNet-50, weights=None"
     oom = (
         "a real CUDA out-of-memory error"
@@ -824,7 +848,8 @@ def write_report(bench: Bench, tests: str, path: Path) -> str:
     lines = [
         "# GPU benchmark results" if cuda else "# The GPU benchmark, run on a CPU",
         "",
-        f"Written by `{command}` on {now}. Do not edit: run it again (benchmarks/gpu/README.md).",
+        f"Written by `{command}` on {now}, through run.sh when its device tests are listed."
+        " Do not edit: run it again (benchmarks/gpu/README.md).",
         "",
         f"- Machine: {alone.get('device_name', 'n/a')}; {os.cpu_count()} CPU cores "
         f"({_cpu_name()}); Python {platform.python_version()}, torch {alone.get('torch', 'n/a')} "

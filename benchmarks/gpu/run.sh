@@ -47,8 +47,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if command -v nvidia-smi >/dev/null; then nvidia-smi >"$logs/nvidia-smi.txt" 2>&1; fi
 
 say "device tests on $device"
-timeout 180 env OPENBAYES_TEST_DEVICE="$device" PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_devices.py >"$logs/tests.log" 2>&1
+timeout 180 env OPENBAYES_TEST_DEVICE="$device" \
+    "$PYTHON" -m pytest -q tests/test_devices.py >"$logs/tests.log" 2>&1
 tests_rc=$?
 tail -n 30 "$logs/tests.log"
 summary=$(grep -E '[0-9]+ (passed|failed|errors?)' "$logs/tests.log" | tail -n 1 | tr -d '=' \
