@@ -86,6 +86,7 @@ def test_the_cpu_run_writes_every_row_and_the_server_survives_out_of_memory(
 
     status = int(rows["out-of-memory request"][0].split()[0])
     assert 500 <= status < 600
+    assert "(server log: torch.OutOfMemoryError: " in rows["out-of-memory request"][0]
     assert rows["out-of-memory request"][4] == "PASS"
     after = rows["after out-of-memory"][0]
     assert after.startswith("/readyz 200, next request 200, process alive"), after

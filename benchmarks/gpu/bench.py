@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -311,6 +312,17 @@ def start_server(
     return Server(proc, port, log)
 
 
+def logged_error(log: Path, offset: int) -> str:
+    """The first exception line (``Name: message``) written to ``log`` after ``offset``."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        text = file.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", line):
+            return line.strip()[:200]
+    return "none found"
+
+
 def batch_totals(port: int) -> tuple[float, float]:
     """(sum, count) of the server's batch-size histogram from /metrics."""
     status, body = get(port, "/metrics")
@@ -359,6 +371,7 @@ class OutOfMemory:
     with_mates: int = 0
     mates: list[int] = field(default_factory=list)
     memory_after: dict = field(default_factory=dict)
+    logged: str = ""  # the exception the server logged for it
 
 
 ONE, TWO_PC, PAIR, NO_WAIT = (
@@ -531,9 +544,12 @@ class Bench:
         """
         oom = msgpack.unpackb(self.bodies[0]) | {"size": self.args.oom_size}
         out = self.oom
+        offset = server.log.stat().st_size
         began = time.monotonic()
         out.status, out.answer = ask(server.port, oom)
         out.seconds = time.monotonic() - began
+        time.sleep(0.2)  # the server logs the traceback as it answers
+        out.logged = logged_error(server.log, offset)
         out.ready_after = get(server.port, "/readyz")[0]
         out.next_status = ask(server.port, msgpack.unpackb(self.bodies[1]))[0]
         out.alive_after = server.proc.poll() is None
@@ -738,7 +754,7 @@ class Report:
         return [
             (
                 "out-of-memory request",
-                f"{oom.status} in {_num(oom.seconds, 2)} s: {text}",
+                f"{oom.status} in {_num(oom.seconds, 2)} s: {text} (server log: {oom.logged})",
                 "",
                 "",
                 "clear 5xx",
