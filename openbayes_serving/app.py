@@ -13,6 +13,7 @@ import functools
 import hmac
 import logging
 import mimetypes
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -164,16 +165,24 @@ class ServingApp:
         return await self._out.error(send, request, answer)
 
     def _authorize(self, request: Request) -> None:
+        # Only `Authorization: Bearer KEY` or `X-API-Key: KEY` (either header may be the
+        # one that carries it); every candidate is compared in constant time.
         if self._api_key is None:
             return
-        given = b""
         if request.auth is not None:
-            name, value = request.auth
-            given = (
-                value[7:] if name == b"authorization" and value[:7].lower() == b"bearer " else value
-            )
-        if not hmac.compare_digest(given, self._api_key):
-            raise UnauthorizedError("missing or wrong API key: send Authorization: Bearer <key>")
+            for name, value in request.scope["headers"]:
+                if name == b"authorization":
+                    scheme, _, token = value.partition(b" ")
+                    if scheme.lower() != b"bearer":
+                        continue
+                    value = token.strip()
+                elif name != b"x-api-key":
+                    continue
+                if hmac.compare_digest(value, self._api_key):
+                    return
+        error = UnauthorizedError("missing or wrong API key: send Authorization: Bearer <key>")
+        error.headers["www-authenticate"] = "Bearer"
+        raise error
 
     # ---- handlers (named in ROUTES) ------------------------------------------------------
 
@@ -224,11 +233,14 @@ def guess_type(path: str) -> str:
     )
 
 
+_UI_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
 @functools.lru_cache(maxsize=16)
 def ui_file(name: str) -> bytes:
     """A file of the try-it page, from the package (cached)."""
-    if "/" in name or name.startswith(".") or not name:
-        raise NotFoundError(f"no file {name}")
+    if not _UI_NAME.fullmatch(name):  # the page's own names: no path, no odd characters
+        raise NotFoundError("no such file")
     path = resources.files("openbayes_serving") / "ui" / name
     if not path.is_file():
         raise NotFoundError(f"no file {name}")

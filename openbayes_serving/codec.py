@@ -78,17 +78,66 @@ def decode_structured(body: bytes, kind: BodyKind) -> Any:
     """
     if kind is BodyKind.JSON:
         try:
-            return orjson.loads(body)
+            value = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+        if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep
+            _check_answerable(value, body)
+        return value
     try:
         # Lengths are bounded by the body size (msgpack's defaults for unpackb), so a
         # small body cannot declare a huge container.
-        return msgpack.unpackb(body, raw=False)
+        value = msgpack.unpackb(body, raw=False, ext_hook=_refuse_ext)
+    except BadRequestError:
+        raise
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise BadRequestError(f"request body is not valid MessagePack: {exc}") from None
     except Exception as exc:  # msgpack raises bare Exceptions for some bad data
         raise BadRequestError(f"request body is not valid MessagePack: {exc}") from None
+    _check_answerable(value, body)  # Timestamps and bytes keys decode, but JSON has neither
+    return value
+
+
+# What a body may hold is what an answer can hold: a predictor that returns (part of) its
+# input must never meet an encoder that refuses it. orjson encodes at most 254 levels
+# (MessagePack 511); bodies get half of that, so an answer that wraps one still encodes.
+MAX_DEPTH = 128
+_ENCODER_DEPTH = 254
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise BadRequestError(
+        f"request body holds a MessagePack extension type ({code}), which is not supported"
+    )
+
+
+def _probe_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return None  # bytes are answered (base64 in JSON): only their type matters here
+    raise TypeError(f"it holds a MessagePack {type(value).__name__}, which is not supported")
+
+
+def _check_answerable(value: Any, body: bytes) -> None:
+    """Refuse a decoded body that an answer could not hold (too deep, or of odd types).
+
+    orjson walks it in C: the value, inside enough lists that it fails past MAX_DEPTH
+    levels, is encoded and dropped (bytes as null). Without a wrapper when the body is too
+    short to nest that deep.
+    """
+    probe = value
+    if len(body) > MAX_DEPTH:
+        for _ in range(_ENCODER_DEPTH - MAX_DEPTH):
+            probe = [probe]
+    try:
+        orjson.dumps(probe, default=_probe_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, TypeError):
+            reason = str(exc.__cause__)  # a Timestamp (the one extension msgpack decodes)
+        elif "ecursion" in str(exc):
+            reason = f"it nests deeper than {MAX_DEPTH} levels"
+        else:
+            reason = "its map keys must be strings"  # bytes keys: JSON has no such key
+        raise BadRequestError(f"request body cannot be answered: {reason}") from None
 
 
 def decode_json_param(body: bytes, content_type: str | None) -> Any:

@@ -31,6 +31,7 @@ EXIT_OK = 0  # SIGTERM: drained within graceful_timeout
 EXIT_USAGE = 2  # the predictor or a setting is wrong; found before any process forks
 EXIT_LOAD_FAILED = 3  # the model could not be built (__init__ raised, no model file)
 EXIT_FATAL = 4  # UnrecoverableError, or run() raising in production
+EXIT_DRAIN_TIMEOUT = 5  # SIGTERM: requests still running at graceful_timeout were answered 503
 
 OnFatal = Callable[[int, bool], None]
 

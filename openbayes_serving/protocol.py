@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with a deadline and a size limit for every request's head.
+"""uvicorn's httptools protocol, bounded: every connection ends in bounded time.
 
 uvicorn bounds the idle time between requests (keep-alive) but neither the time a request's
 head takes to arrive nor its size: a client that sends its headers a byte at a time holds
@@ -9,6 +9,16 @@ that sends nothing at all is closed after the keep-alive time. A head that arriv
 read, as nearly every head does, costs no timer. uvicorn's own answer to a malformed
 request (a plain-text 400) becomes a JSON one.
 
+An answer sent before the request's body has arrived in full (a 401, a 413, a 503 from
+the head, a route that reads no body) says ``connection: close`` and closes: the rest of
+that body would otherwise hold the connection with no deadline. Every close that may leave
+unread bytes lingers (the answer goes out with a FIN, and what still comes is read and
+dropped for ``LINGER_SECONDS``), so that the kernel does not reset the connection before
+the client reads its answer. An upgrade request (WebSocket, h2c) is answered as plain
+HTTP/1.1 and closed. While the server drains, a request already on its way on an idle
+connection is still answered, with ``connection: close``, and when the drain runs out of
+time every request still running is answered 503 (``cut_short``).
+
 Imported in the worker only (the master never serves a request).
 """
 
@@ -16,15 +26,24 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from . import codec
 from .error_map import error_answer
-from .errors import BadRequestError, HeadTooLargeError, RequestTimeoutError, ServingError
+from .errors import (
+    BadRequestError,
+    HeadTooLargeError,
+    OverloadedError,
+    RequestTimeoutError,
+    ServingError,
+)
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx allows 32 KiB by default
-LINGER_SECONDS = 2.0  # how long a refused client's further bytes are read and dropped
+LINGER_SECONDS = 2.0  # how long a closing connection's further bytes are read and dropped
+LINGER_MAX_BYTES = 1024 * 1024  # past this many dropped bytes the close is immediate
+DRAIN_IDLE_SECONDS = 1.0  # how long an idle connection may still bring a request when draining
 
 _TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
 
@@ -33,8 +52,48 @@ class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a head that is too large."""
 
 
+class _ClosingCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
+    """uvicorn's request cycle, closing the connection when the body was not all read."""
+
+    protocol: BoundedHeadProtocol
+
+    async def send(self, message: Any) -> None:
+        """Send an ASGI message; an answer that starts before the body is in says close."""
+        if self.protocol.lingering:
+            self.disconnected = True  # the connection was answered already, and is closing
+        elif not self.response_started and self.more_body and not self.disconnected:
+            # The parser has not reached the body's end: whatever is left of it cannot be
+            # told from the next request without reading it, which nobody will do.
+            self.keep_alive = False
+            self.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self.protocol))
+        await super().send(message)
+
+
+class _LingeringClose:
+    """A transport whose ``close`` lingers (``BoundedHeadProtocol.linger``)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHeadProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        """Write to the connection."""
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        """True once the connection is closing."""
+        return self._transport.is_closing() or self._protocol.lingering
+
+    def close(self) -> None:
+        """Close after a linger rather than at once."""
+        self._protocol.linger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
-    """Answers 408 to a head that arrives too slowly, 431 to one too large (JSON)."""
+    """Bounds every connection in time and every head in size; errors are JSON."""
 
     head_timeout = 60.0  # set per server by ``with_head_timeout``
 
@@ -44,7 +103,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         self._head_read = 0  # bytes read while the head was unfinished (an upper bound)
         self._big_read = False  # the read being parsed could hold a whole head too large
         self._refused = False
-        self._lingering = False
+        self.lingering = False
+        self._dropped = 0  # bytes read and dropped while lingering
+        self._draining = False
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         # Until the first byte, a new connection is as idle as a kept-alive one.
@@ -66,16 +127,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             self._refused = True
             raise _HeadRefused  # the parser stops; uvicorn calls send_400_response
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not self.scope:
+            return  # uvicorn took the request elsewhere (an upgrade it speaks)
+        cycle.__class__ = _ClosingCycle
+        cast(_ClosingCycle, cycle).protocol = self
+        if self._draining or self.parser.should_upgrade():
+            # Draining: this is the connection's last request. An upgrade: the parser
+            # reads nothing after this request, so the connection cannot carry another.
+            cycle.keep_alive = False
 
     def data_received(self, data: bytes) -> None:
         """Parse, then start or stop the head's deadline and check its size so far."""
-        if self._lingering:
+        if self.lingering:
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES:
+                self.transport.close()
             return  # answered and closing: what still comes is dropped
         # A head that ends within one read is measured when it ends, and only if the read
         # could hold one too large or the head began in an earlier read (rare either way).
         self._big_read = len(data) > MAX_HEAD_BYTES
         super().data_received(data)
-        if self._in_head and not self._lingering:
+        if self._in_head and not self.lingering:
             # The parser holds an unfinished header until it ends: count what it holds
             # (every byte of this read, when the head is still not complete after it).
             self._head_read += len(data)
@@ -96,12 +169,64 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             self._head_timer = None
         super().connection_lost(exc)
 
+    def on_response_complete(self) -> None:
+        """An answer went out: the next request may start, unless the connection closes."""
+        if self.lingering:
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
     def send_400_response(self, msg: str) -> None:
         """The answer to a request the parser refused: JSON, like every other error."""
         if self._refused:
             self._refuse(HeadTooLargeError(_TOO_LARGE))
         else:
             self._refuse(BadRequestError("invalid HTTP request"))
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # An upgrade this server does not speak is answered as plain HTTP/1.1 (RFC 9110
+        # 7.8): nothing to warn about, and a client must not be able to flood the log.
+        pass
+
+    def shutdown(self) -> None:
+        """The server drains: finish the request in progress, then close.
+
+        An idle connection stays open for ``DRAIN_IDLE_SECONDS`` and a request that comes
+        on it is answered with ``connection: close``: a client that sent it just as the
+        drain began gets its answer instead of a closed connection.
+        """
+        self._draining = True
+        if self.lingering:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self._in_head:
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                DRAIN_IDLE_SECONDS, self.timeout_keep_alive_handler
+            )
+
+    def cut_short(self, message: str) -> None:
+        """The drain ran out of time: answer the request in progress 503 and close.
+
+        An answer already under way (a stream) cannot change its status: it is cut off.
+        """
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or self.lingering:
+            self.transport.close()
+        else:
+            self._refuse(OverloadedError(message), linger=False)
+
+    def linger(self) -> None:
+        """Close after the answer: send a FIN now, drop what still comes, close later."""
+        if self.lingering or self.transport.is_closing():
+            return
+        self.lingering = True
+        self._unset_keepalive_if_required()
+        self.pipeline.clear()  # requests read behind this one are never answered
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _head_size(self) -> int:
         """The size of the head just parsed: request target and headers."""
@@ -118,28 +243,29 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         message = f"the request head did not arrive within {self.head_timeout:g}s"
         self._refuse(RequestTimeoutError(message))
 
-    def _refuse(self, error: ServingError) -> None:
-        """Answer ``error`` (as ``error_map`` says) and close the connection.
-
-        The close lingers: the answer goes out with a FIN, and whatever the client is
-        still sending is read and dropped for a moment. Closing at once with unread bytes
-        would make the kernel reset the connection, and a reset can destroy the answer
-        before the client reads it.
-        """
-        if self.transport.is_closing() or self._lingering:
+    def _refuse(self, error: ServingError, linger: bool = True) -> None:
+        """Answer ``error`` (as ``error_map`` says) and close the connection, lingering."""
+        if self.transport.is_closing() or self.lingering:
             return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's answer, if it still sends one, is dropped
+            cycle.message_event.set()
+            if cycle.response_started:  # half an answer is out: no status can follow it
+                self.transport.close()
+                return
         answer = error_answer(error)
         body = codec.encode_json(answer.body)
+        extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in answer.headers)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (answer.status, HTTPStatus(answer.status).phrase.encode(), len(body), body)
+            b"content-length: %d\r\n%sconnection: close\r\n\r\n%s"
+            % (answer.status, HTTPStatus(answer.status).phrase.encode(), len(body), extra, body)
         )
-        self._lingering = True
-        self._unset_keepalive_if_required()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        if linger:
+            self.linger()
+        else:  # nothing left unread (the server is leaving): close once the answer is out
+            self.transport.close()
 
 
 def with_head_timeout(seconds: float) -> type[BoundedHeadProtocol]:

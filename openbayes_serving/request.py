@@ -50,6 +50,22 @@ def new_request_id() -> str:
 
 _UNSET: Any = object()
 
+MAX_REQUEST_ID = 128  # characters of a client's request id that are kept
+# What a client's request id may hold: it goes into log lines and answer headers, so
+# nothing that could end a line, open a field or forge text (no space, quote or bracket).
+_ID_CHARACTERS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/+=@"
+)
+_NOT_ID = bytes(b for b in range(256) if b not in _ID_CHARACTERS)
+
+
+def clean_request_id(value: bytes) -> str:
+    """A client's request id as logged and echoed: its allowed characters, at most 128.
+
+    Empty when nothing is left (a fresh id is then made).
+    """
+    return value[: MAX_REQUEST_ID * 4].translate(None, _NOT_ID)[:MAX_REQUEST_ID].decode("ascii")
+
 
 class Request:
     """One HTTP request: facts from its headers, id, deadline, body and connection."""
@@ -95,13 +111,13 @@ class Request:
             elif name == b"origin":
                 self.origin = value
             elif name == b"x-request-id":
-                given = value.decode("latin-1")[:128]
+                given = clean_request_id(value)
             elif name == b"x-openbayes-serving-request-id":
-                platform = value.decode("latin-1")[:128]
+                platform = clean_request_id(value)
             elif name in (b"authorization", b"x-api-key"):
                 self.auth = (name, value)
         self.request_id: str = given or platform or new_request_id()
-        if platform and platform.isdigit():
+        if platform and platform.isdigit():  # ASCII digits only, after cleaning
             PLATFORM_REQUEST_ID.set(int(platform))
 
     @property

@@ -98,6 +98,14 @@ def _optional_str(value: object) -> str | None:
     return text or None
 
 
+def _api_key(value: object) -> str:
+    # An empty key (a variable set to nothing) must not turn authentication off unseen.
+    text = str(value)
+    if not text.strip():
+        raise ValueError("must not be empty: leave it unset to serve without a key")
+    return text
+
+
 def _setting(default: object, parse: Callable[[object], object], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -147,8 +155,23 @@ class Settings:
     workers: int = _setting(
         1, _positive_int, "Server processes; each loads its own copy of the model."
     )
+    max_requests: int = _setting(
+        0,
+        _non_negative_int,
+        "Requests a worker serves before it is replaced (a new one loads the model, then the "
+        "old one drains); 0: never.",
+    )
+    max_requests_jitter: int = _setting(
+        0,
+        _non_negative_int,
+        "Up to this many more requests, drawn per worker, so that workers are not all "
+        "replaced at once.",
+    )
     graceful_timeout: float = _setting(
-        30.0, _positive_float, "Seconds SIGTERM waits for in-flight requests before exit."
+        30.0,
+        _positive_float,
+        "Seconds SIGTERM waits for in-flight requests; those still running then are "
+        "answered 503 and the exit code is 5.",
     )
     keepalive: float = _setting(5.0, _positive_float, "Seconds an idle connection stays open.")
     cors_origins: tuple[str, ...] = _setting(
@@ -159,8 +182,9 @@ class Settings:
     )
     api_key: str | None = _setting(
         None,
-        _optional_str,
-        "When set, POST / and /metrics need `Authorization: Bearer KEY` or `X-API-Key: KEY`.",
+        _api_key,
+        "When set, POST / and /metrics need `Authorization: Bearer KEY` or `X-API-Key: KEY`; "
+        "set but empty is an error.",
     )
     onnx_threads: int = _setting(
         0, _non_negative_int, "Intra-op threads of each onnxruntime session; 0: one per core."

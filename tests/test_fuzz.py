@@ -53,7 +53,19 @@ BODIES = st.one_of(
     st.binary(max_size=512),
     JSONISH.map(lambda v: requests.models.complexjson.dumps(v).encode()),
     JSONISH.map(lambda v: msgpack.packb(v)),
-    st.sampled_from([b"[" * 5000, b"\x91" * 5000 + b"\xc0", b"\xdd\xff\xff\xff\xff", b'{"a":']),
+    st.sampled_from(
+        [
+            b"[" * 5000,
+            b"\x91" * 5000 + b"\xc0",
+            b"\xdd\xff\xff\xff\xff",
+            b'{"a":',
+            b"[" * 300 + b"]" * 300,  # decodes, deeper than an answer can be
+            b"\x91" * 300 + b"\xc0",
+            msgpack.packb(msgpack.Timestamp(1, 2)),
+            msgpack.packb([msgpack.ExtType(5, b"x")]),
+            msgpack.packb({b"key": 1}, use_bin_type=True),
+        ]
+    ),
 )
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
 
@@ -149,3 +161,70 @@ def test_memory_stays_bounded_under_bad_and_good_requests(serve):
                 )
         after = rss_kib(pid)
     assert after - before < 8 * 1024  # KiB over 1000 requests: nothing kept per request
+
+
+DEEP_JSON = b"[" * 129 + b"]" * 129
+DEEP_MSGPACK = b"\x91" * 129 + b"\xc0"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error"),
+    [
+        (DEEP_JSON, "application/json", "it nests deeper than 128 levels"),
+        (b'{"a":' * 200 + b"1" + b"}" * 200, "application/json", "it nests deeper than 128"),
+        (DEEP_MSGPACK, "application/msgpack", "it nests deeper than 128 levels"),
+        (
+            msgpack.packb({"at": msgpack.Timestamp(1, 2)}),
+            "application/msgpack",
+            "it holds a MessagePack Timestamp, which is not supported",
+        ),
+        (
+            msgpack.packb([msgpack.ExtType(5, b"x")]),
+            "application/msgpack",
+            "extension type (5), which is not supported",
+        ),
+        (
+            msgpack.packb({b"key": 1}, use_bin_type=True),
+            "application/msgpack",
+            "its map keys must be strings",
+        ),
+    ],
+    ids=["json-129", "json-objects-200", "msgpack-129", "timestamp", "ext", "bytes-key"],
+)
+def test_a_body_no_answer_could_hold_is_refused_when_decoded(
+    fuzz_target, session, body, content_type, error
+):
+    for accept in ("application/json", "application/msgpack"):
+        rv = session.post(
+            fuzz_target,
+            data=body,
+            headers={"Content-Type": content_type, "Accept": accept},
+            timeout=10,
+        )
+        assert rv.status_code == 400
+        assert error in rv.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[" * 128 + b"]" * 128, "application/json"),
+        (b"\x91" * 128 + b"\xc0", "application/msgpack"),
+        (
+            msgpack.packb({"bin": b"\x00\xff" * 100, "n": [2**64 - 1, -(2**63)]}),
+            "application/msgpack",
+        ),
+    ],
+    ids=["json-128", "msgpack-128", "msgpack-bin"],
+)
+def test_what_the_decoder_accepts_is_answered_in_either_format(
+    fuzz_target, session, body, content_type
+):
+    for accept in ("application/json", "application/msgpack"):
+        rv = session.post(
+            fuzz_target,
+            data=body,
+            headers={"Content-Type": content_type, "Accept": accept},
+            timeout=10,
+        )
+        assert rv.status_code == 200, rv.text

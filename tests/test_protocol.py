@@ -11,7 +11,13 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from openbayes_serving.protocol import MAX_HEAD_BYTES, BoundedHeadProtocol, with_head_timeout
+from openbayes_serving.protocol import (
+    DRAIN_IDLE_SECONDS,
+    LINGER_SECONDS,
+    MAX_HEAD_BYTES,
+    BoundedHeadProtocol,
+    with_head_timeout,
+)
 
 
 class MockTransport:
@@ -65,7 +71,13 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def connect(
     loop: asyncio.AbstractEventLoop, head_timeout: float = 60.0, keepalive: float = 5.0
 ) -> tuple[BoundedHeadProtocol, MockTransport]:
-    config = Config(app=hello, lifespan="off", timeout_keep_alive=keepalive, access_log=False)  # type: ignore[arg-type]
+    config = Config(
+        app=hello,
+        lifespan="off",
+        timeout_keep_alive=keepalive,  # type: ignore[arg-type]
+        access_log=False,
+        ws="none",  # as the server's worker configures it
+    )
     config.load()
     protocol = with_head_timeout(head_timeout)(config, ServerState(), {}, _loop=loop)
     transport = MockTransport()
@@ -124,3 +136,88 @@ def test_a_connection_that_sends_nothing_closes_after_keepalive(loop):
     loop.run_until_complete(asyncio.sleep(0.15))
     assert transport.closed
     assert transport.buffer == b""
+
+
+def head_of(transport: MockTransport) -> bytes:
+    return transport.buffer.partition(b"\r\n\r\n")[0].lower()
+
+
+def test_an_answer_before_the_body_arrived_says_close_and_lingers_then_closes(loop):
+    protocol, transport = connect(loop)
+    # hello never reads the body, of which one byte of 100 has come.
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close" in head_of(transport)
+    assert transport.eof  # the answer went out with a FIN
+    assert not transport.closed
+    protocol.data_received(b"y" * 99 + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # dropped
+    assert transport.buffer.count(b"HTTP/1.1") == 1
+    loop.run_until_complete(asyncio.sleep(LINGER_SECONDS + 0.1))
+    assert transport.closed
+
+
+def test_a_body_that_arrived_whole_but_unread_keeps_the_connection(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert b"connection: close" not in head_of(transport)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.count(b"HTTP/1.1 200 OK") == 2
+    assert not transport.eof
+    assert not transport.closed
+
+
+def test_an_upgrade_request_is_answered_as_http_and_closed(loop):
+    protocol, transport = connect(loop)
+    protocol.data_received(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close" in head_of(transport)
+    assert transport.closed
+
+
+def test_an_idle_connection_still_gets_an_answer_for_a_request_sent_as_the_drain_began(loop):
+    protocol, transport = connect(loop)
+    protocol.shutdown()  # the server drains
+    assert not transport.closed
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close" in head_of(transport)
+    assert transport.closed
+
+
+def test_an_idle_connection_closes_soon_after_the_drain_began(loop):
+    protocol, transport = connect(loop)
+    protocol.shutdown()
+    loop.run_until_complete(asyncio.sleep(DRAIN_IDLE_SECONDS + 0.1))
+    assert transport.closed
+    assert transport.buffer == b""
+
+
+async def never_answers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await asyncio.sleep(3600)
+
+
+def test_a_request_still_running_when_the_drain_is_cut_short_gets_503_json(loop):
+    config = Config(app=never_answers, lifespan="off", access_log=False, ws="none")
+    config.load()
+    protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
+    transport = MockTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    protocol.cut_short("the request did not finish within 30s")
+    status, body = answer(transport)
+    assert status == 503
+    assert body == {"error": "the request did not finish within 30s"}
+    assert b"retry-after: 1" in head_of(transport)
+    assert transport.closed
+    for task in protocol.tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +13,8 @@ import time
 import pytest
 import requests
 from conftest import PREDICTORS, clean_env, free_port, post_in_background
+
+from openbayes_serving.lifecycle import EXIT_DRAIN_TIMEOUT
 
 STARTUP_FATAL = [
     pytest.param(
@@ -65,12 +69,27 @@ def test_predictor_that_breaks_the_convention_exits_2_with_one_line(name, expect
 
 
 def test_bad_setting_exits_2_naming_the_setting():
-    result = run_to_exit("echo_json", OPENBAYES_SERVING_PREDICT_CONCURRENCY="0")
+    result = run_to_exit("echo_json", OPENBAYES_SERVING_MAX_QUEUE="-1")
     assert result.returncode == 2
     assert (
-        "predict_concurrency must be a positive integer "
-        "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)" in result.stderr
+        "max_queue must be zero or a positive integer "
+        "(got '-1' from OPENBAYES_SERVING_MAX_QUEUE)" in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "source"),
+    [
+        pytest.param([], {"OPENBAYES_SERVING_API_KEY": ""}, "OPENBAYES_SERVING_API_KEY", id="env"),
+        pytest.param(["--api-key", ""], {}, "--api-key", id="flag"),
+        pytest.param(["--api-key", "  "], {}, "--api-key", id="blank"),
+    ],
+)
+def test_an_empty_api_key_is_a_start_up_error_not_auth_turned_off(args, env, source):
+    result = run_to_exit("echo_json", *args, **env)
+    assert result.returncode == 2
+    assert "api_key must not be empty: leave it unset to serve without a key" in result.stderr
+    assert f"from {source})" in result.stderr
 
 
 def test_init_that_raises_exits_non_zero_once_without_respawn_loop():
@@ -161,3 +180,97 @@ def test_model_file_that_onnxruntime_refuses_exits_3_with_one_line(tmp_path):
     assert result.returncode == 3
     assert "Predictor.__init__() asks for 'onnx', which could not be made:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unrecoverable_error_stops_accepting_at_once_as_sigterm_does(serve):
+    server = serve("unrecoverable", "--predict-concurrency", "2")
+    in_flight = []
+    slow = threading.Thread(
+        target=lambda: in_flight.append(
+            requests.post(server.url, json={"sleep": 2.0}, timeout=30).status_code
+        )
+    )
+    slow.start()
+    time.sleep(0.3)
+    assert requests.post(server.url, json={"fail": True}, timeout=10).status_code == 500
+    outcomes: list[object] = []
+    for _ in range(16):  # while the request in flight drains
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                outcomes.append(sock.recv(100)[:12] or b"closed")
+        except OSError as exc:
+            outcomes.append(type(exc).__name__)
+        time.sleep(0.05)
+    assert outcomes == ["ConnectionRefusedError"] * 16
+    slow.join(30)
+    assert in_flight == [200]
+    assert server.proc.wait(timeout=30) == 4
+
+
+def test_requests_still_running_at_graceful_timeout_get_503_and_the_exit_code_says_so(serve):
+    server = serve("sleeper", "--graceful-timeout", "1", "--predict-concurrency", "1")
+    answers: dict[int, requests.Response] = {}
+
+    def call(i: int, sleep: float) -> None:
+        answers[i] = requests.post(server.url, json={"sleep": sleep, "id": i}, timeout=30)
+
+    threads = [threading.Thread(target=call, args=(i, 8.0 if i == 0 else 0.1)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.5)  # one predict runs (8 s), then one waits for it
+    stopping = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    assert server.proc.wait(timeout=30) == EXIT_DRAIN_TIMEOUT
+    assert time.monotonic() - stopping < 5  # graceful_timeout is the bound, not + 5 s
+    for rv in answers.values():  # the running one and the one waiting behind it
+        assert rv.status_code == 503
+        assert rv.json() == {
+            "error": "the server is shutting down: the request did not finish within 1s"
+        }
+        assert rv.headers["retry-after"] == "1"
+    assert len(answers) == 2
+    assert "graceful_timeout (1s) ran out with 2 request(s) still running" in server.log()
+
+
+def test_max_requests_replaces_the_worker_without_losing_a_request(serve):
+    server = serve(
+        "worker_pid",
+        "--max-requests",
+        "40",
+        "--max-requests-jitter",
+        "10",
+        env={"LOAD_SECONDS": "1"},  # the replacement takes a while to load its model
+    )
+    statuses: collections.Counter[object] = collections.Counter()
+    pids: list[int] = []
+    stop_at = time.monotonic() + 40
+
+    def client() -> None:
+        with requests.Session() as session:
+            while time.monotonic() < stop_at and len(set(pids)) < 3:
+                try:
+                    rv = session.post(server.url, json={"sleep": 0.01}, timeout=30)
+                except requests.RequestException as exc:
+                    statuses[type(exc).__name__] += 1
+                    continue
+                statuses[rv.status_code] += 1
+                if rv.status_code == 200:
+                    pids.append(rv.json()["pid"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(set(pids)) >= 3  # replaced twice
+    assert set(statuses) == {200}, statuses
+    # Each worker served its max_requests (and its jitter), then a little while its
+    # replacement loaded: never far past, never before.
+    counts = collections.Counter(pids)
+    for pid in list(dict.fromkeys(pids))[:-1]:
+        assert counts[pid] >= 40
+    assert "served max_requests: starting its replacement" in server.log()
+    assert server.stop() == 0
