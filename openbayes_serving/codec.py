@@ -41,15 +41,6 @@ SSE_TYPE = "text/event-stream"
 OCTET_TYPE = "application/octet-stream"
 
 _MSGPACK_SUBTYPES = frozenset({"msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack"})
-_ACCEPTED = {
-    "application/json": Format.JSON,
-    "application/msgpack": Format.MSGPACK,
-    "application/x-msgpack": Format.MSGPACK,
-    "application/vnd.msgpack": Format.MSGPACK,
-    "application/vnd.messagepack": Format.MSGPACK,
-    "application/*": Format.JSON,
-    "*/*": Format.JSON,
-}
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _SCALARS = (type(None), bool, int, float)
 
@@ -159,32 +150,60 @@ def decode_payload_param(body: bytes, content_type: str | None) -> Any:
     return decode_structured(body, kind)
 
 
+# Media ranges of Accept, by specificity (RFC 9110 12.5.1): a more specific range that
+# matches a format decides its quality, so "*/*, application/json;q=0" refuses JSON.
+_RANGES: dict[str, tuple[int, tuple[Format, ...]]] = {
+    "*/*": (0, (Format.JSON, Format.MSGPACK)),
+    "application/*": (1, (Format.JSON, Format.MSGPACK)),
+    "application/json": (2, (Format.JSON,)),
+    **{f"application/{sub}": (2, (Format.MSGPACK,)) for sub in _MSGPACK_SUBTYPES},
+}
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
 @lru_cache(maxsize=512)
 def negotiate(accept: str | None) -> Format:
-    """Pick JSON or MessagePack from an Accept header.
+    """Pick JSON or MessagePack from an Accept header (RFC 9110 section 12.5.1).
 
-    The highest q wins; among equals, the range listed first. No header means JSON.
+    Each format takes the quality of the most specific range that matches it (an exact
+    type beats ``application/*``, which beats ``*/*``; equally specific: the highest q);
+    the MessagePack aliases all name MessagePack. The highest quality wins, then the
+    more specific match, then the range listed first, then JSON. q=0 refuses a format.
+    No header means JSON.
 
     Raises:
         NotAcceptableError: Accept allows neither.
     """
     if not accept or not accept.strip():
         return Format.JSON
-    ranges = []
+    matches: dict[Format, tuple[int, float, int]] = {}  # specificity, quality, -index
     for index, part in enumerate(accept.split(",")):
         mime, _, params = part.partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        ranges.append((-quality, index, mime.strip().lower()))
-    for neg_quality, _, mime in sorted(ranges):
-        if neg_quality < 0 and mime in _ACCEPTED:
-            return _ACCEPTED[mime]
+        found = _RANGES.get(mime.strip().lower())
+        if found is None:
+            continue
+        specificity, formats = found
+        match = (specificity, _quality(params), -index)
+        for fmt in formats:
+            if fmt not in matches or match[:2] > matches[fmt][:2]:
+                matches[fmt] = match
+    ranked = sorted(
+        ((quality, specificity, at, fmt is Format.JSON), fmt)
+        for fmt, (specificity, quality, at) in matches.items()
+        if quality > 0
+    )
+    if ranked:
+        return ranked[-1][1]
     raise NotAcceptableError(
         f"cannot answer with {accept!r}: this endpoint answers application/json "
         "or application/msgpack"

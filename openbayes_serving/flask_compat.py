@@ -22,6 +22,9 @@ RawHeaders = Iterable[tuple[bytes, bytes]]
 _app = Flask("openbayes_serving")
 _app.json.ensure_ascii = False  # type: ignore[attr-defined]
 _app.json.sort_keys = False  # type: ignore[attr-defined]
+# Form fields may be as large as the body: max_body_size already bounds it (413 before
+# any of this runs). Werkzeug 3.1 caps non-file fields at 500 kB, which 0.5.0 did not.
+_app.config["MAX_FORM_MEMORY_SIZE"] = None
 
 
 def make_args(query_string: bytes) -> ImmutableMultiDict[str, str]:
@@ -71,10 +74,15 @@ def build_environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
 
 
 def make_request(environ: dict[str, Any]) -> Request:
-    """A real ``flask.Request`` over the same HTTP request."""
+    """A real ``flask.Request`` over the same HTTP request.
+
+    Its form limits follow ``max_body_size``: a field may be as large as the body, which
+    was read whole and held to ``max_body_size`` before this request was made.
+    """
     environ["wsgi.input"].seek(0)
     request = Request(environ)
     request.max_content_length = None
+    request.max_form_memory_size = max(int(environ.get("CONTENT_LENGTH") or 0), 1)
     return request
 
 

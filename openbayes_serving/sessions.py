@@ -1,7 +1,8 @@
 """onnxruntime sessions for ``onnx`` injection: where the model is found, how it runs.
 
-Model search (``model_path``, else beside predictor.py, then the working directory),
-execution providers by device, and the thread options measured in ``benchmarks/``.
+Model search (``model_path``, else beside predictor.py, then the working directory, or
+in production the platform's folders), execution providers by device, and the thread
+options measured in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PredictorError
-from .settings import Settings
+from .settings import PRODUCTION_MODEL_DIRS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,25 +24,32 @@ ONNX_INSTALL = (
 
 
 def model_dirs(settings: Settings, predictor_dir: Path) -> list[Path]:
-    """Where ``onnx`` looks: model_path when set, else beside predictor.py, then the cwd."""
+    """Where ``onnx`` looks, in order.
+
+    ``model_path`` when set; else beside predictor.py, then the working directory; in
+    production beside predictor.py, then /openbayes/home, /mnt/project and
+    /openbayes/input/input0..4 (``settings.PRODUCTION_MODEL_DIRS``).
+    """
     if settings.model_path:
         return [Path(settings.model_path)]
-    dirs = [predictor_dir]
-    if Path.cwd() != predictor_dir:
-        dirs.append(Path.cwd())
-    return dirs
+    if settings.is_production:
+        places = [predictor_dir, *(Path(p) for p in PRODUCTION_MODEL_DIRS)]
+    else:
+        places = [predictor_dir, Path.cwd()]
+    return list(dict.fromkeys(places))  # each place once, in order
 
 
-def find_onnx_model(settings: Settings, predictor_dir: Path) -> Path:
-    """The .onnx file to load: the first by name, deterministically, when there are several.
+def locate_onnx_model(settings: Settings, predictor_dir: Path) -> tuple[Path, list[Path]]:
+    """The .onnx file to load and the places searched to find it (the first by name wins).
 
     Raises:
-        PredictorError: no .onnx file is found.
+        PredictorError: no .onnx file is found; the message names every place searched.
     """
-    searched = model_dirs(settings, predictor_dir)
-    for place in searched:
+    searched: list[Path] = []
+    for place in model_dirs(settings, predictor_dir):
+        searched.append(place)
         if place.is_file():
-            return place
+            return place, searched
         found = sorted(place.glob("*.onnx")) if place.is_dir() else []
         if found:
             if len(found) > 1:
@@ -52,12 +60,21 @@ def find_onnx_model(settings: Settings, predictor_dir: Path) -> Path:
                     found[0].name,
                     ", ".join(p.name for p in found[1:]),
                 )
-            return found[0]
+            return found[0], searched
     raise PredictorError(
         "__init__ asks for 'onnx' but no .onnx file was found in "
         + ", ".join(str(p) for p in searched)
         + ". Put the model beside predictor.py or pass --model-path."
     )
+
+
+def find_onnx_model(settings: Settings, predictor_dir: Path) -> Path:
+    """The .onnx file to load (see ``locate_onnx_model``).
+
+    Raises:
+        PredictorError: no .onnx file is found.
+    """
+    return locate_onnx_model(settings, predictor_dir)[0]
 
 
 def import_onnxruntime() -> Any:
@@ -94,7 +111,7 @@ def available_cores() -> int:
 def open_session(settings: Settings, predictor_dir: Path, device: str) -> Any:
     """An InferenceSession of the model found for ``predictor_dir``, tuned by settings."""
     ort = import_onnxruntime()
-    path = find_onnx_model(settings, predictor_dir)
+    path, searched = locate_onnx_model(settings, predictor_dir)
     options = ort.SessionOptions()
     threads = settings.onnx_threads or available_cores()
     options.intra_op_num_threads = threads
@@ -106,8 +123,9 @@ def open_session(settings: Settings, predictor_dir: Path, device: str) -> Any:
         str(path), sess_options=options, providers=onnx_providers(ort, device)
     )
     logger.info(
-        "loaded %s (providers: %s; intra-op threads: %d; spinning: %s)",
+        "loaded %s (searched %s; providers: %s; intra-op threads: %d; spinning: %s)",
         path,
+        ", ".join(str(p) for p in searched),
         ", ".join(session.get_providers()),
         threads,
         "on" if settings.onnx_spinning else "off",

@@ -20,7 +20,13 @@ ENV_PREFIX = "OPENBAYES_SERVING_"
 DEFAULT_LOCAL_PORT = 25252
 JOB_PORT = 8080
 PRODUCTION_PORT = 80
-PRODUCTION_MODEL_PATH = "/mnt/project"
+# Where production looks for models after the predictor's own folder (the platform's
+# deployment files, the older project mount, then the data bindings).
+PRODUCTION_MODEL_DIRS = (
+    "/openbayes/home",
+    "/mnt/project",
+    *(f"/openbayes/input/input{i}" for i in range(5)),
+)
 
 
 class Mode(enum.Enum):
@@ -124,7 +130,8 @@ class Settings:
         None,
         _optional_str,
         "Directory (or file) where `onnx` looks for a model. "
-        "Default: beside predictor.py (/mnt/project in production).",
+        "Default: beside predictor.py, then the working directory; in production beside "
+        "predictor.py, then /openbayes/home, /mnt/project, /openbayes/input/input0..4.",
     )
     config: str | None = _setting(
         None,
@@ -288,8 +295,6 @@ def resolve_settings(
     settings = replace(Settings(), **values, mode=mode)  # type: ignore[arg-type]
     if settings.port is None:
         settings = replace(settings, port=_default_port(mode, environ))
-    if settings.model_path is None and mode is Mode.PRODUCTION:
-        settings = replace(settings, model_path=PRODUCTION_MODEL_PATH)
     return settings
 
 

@@ -102,7 +102,10 @@ def test_init_that_raises_exits_non_zero_once_without_respawn_loop():
         in result.stderr
     )
     assert result.stderr.count("Booting worker") == 1
-    assert "Traceback" not in result.stderr
+    # local mode: the traceback follows the line, from the predictor's own frame
+    traceback = result.stderr.split("(init_raises.py:6)", 1)[1]
+    assert traceback.lstrip().startswith("Traceback (most recent call last):")
+    assert "openbayes_serving" not in traceback
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
@@ -176,7 +179,9 @@ def test_model_file_that_onnxruntime_refuses_exits_3_with_one_line(tmp_path):
         "--port",
         str(free_port()),
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=clean_env())
+    # production: the one line only (local mode adds the traceback after it)
+    env = clean_env(OPENBAYES_SERVING_PRODUCTION="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 3
     assert "Predictor.__init__() asks for 'onnx', which could not be made:" in result.stderr
     assert "Traceback" not in result.stderr

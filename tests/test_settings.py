@@ -90,10 +90,10 @@ def test_environment_decides_mode_and_port_and_port_flag_beats_all(env, argv, mo
     assert settings.port == port
 
 
-def test_production_looks_for_models_in_mnt_project():
-    assert (
-        resolve_settings({}, [], {"OPENBAYES_SERVING_PRODUCTION": "1"}).model_path == "/mnt/project"
-    )
+def test_production_leaves_model_path_unset_for_the_model_search():
+    # The production places (/openbayes/home, /mnt/project, ...) are searched in order by
+    # sessions.model_dirs (tests/test_sessions.py); model_path is only what the user set.
+    assert resolve_settings({}, [], {"OPENBAYES_SERVING_PRODUCTION": "1"}).model_path is None
     assert resolve_settings({}, [], {}).model_path is None
 
 
