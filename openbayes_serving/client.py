@@ -1,7 +1,13 @@
 """Call a running openbayes-serving predictor over HTTP: predict, stream, health, readiness.
 
-Built on ``requests`` and ``msgpack`` only (nothing else from the package), so any program
-can use it: ``Client("http://127.0.0.1:25252").predict(json={"text": "hi"})``.
+Built on ``requests`` and ``msgpack`` (with ``retries`` and ``stream_parsing``, nothing
+else from the package), so any program can use it:
+``Client("http://127.0.0.1:25252").predict(json={"text": "hi"})``.
+
+Each call has a deadline, its ``timeout``: predict and stream send the time left as
+``X-Request-Timeout`` (the server answers 504 rather than work past it), and a call
+retries connections that were refused and 503 answers (``retries``) only while that
+deadline allows.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import json as jsonlib
 import logging
 import mimetypes
+import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
@@ -32,6 +39,9 @@ _MSGPACK_TYPES = frozenset(
     f"application/{name}" for name in ("msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack")
 )
 _ERROR_TEXT_LIMIT = 500
+# How much longer than its deadline a call waits for the answer: the server's 504 (which
+# says which deadline applied) must arrive before the client gives up on its own.
+ANSWER_GRACE = 1.0
 
 Timeout = Union[float, tuple[float, float], None]
 RawBody = Union[bytes, bytearray, IO[bytes]]
@@ -82,18 +92,37 @@ class Client:
         url: The server's base URL, such as ``http://127.0.0.1:25252``. ``predict`` and
             ``stream`` POST to it; ``health`` and ``ready`` GET ``/healthz`` and ``/readyz``
             under it.
-        timeout: Seconds to wait for the connection and for each read (a ``(connect,
-            read)`` pair is accepted, ``None`` waits forever). For a stream this bounds
-            the wait between two chunks, not the whole stream.
+        timeout: The deadline of each call in seconds, retries included (each call may
+            give its own). ``predict`` and ``stream`` send the time left as
+            ``X-Request-Timeout``: the server answers 504 once it passes (for a stream:
+            once it passes before the stream starts) and never runs a request that waited
+            that long. The client waits ``ANSWER_GRACE`` (1 s) longer for each connection
+            and each read (for a stream: each chunk), in case the server does not answer
+            504 itself. A ``(connect, read)`` pair sets the connection timeout apart;
+            ``None`` waits forever and retries without a deadline.
         api_key: Sent as ``Authorization: Bearer KEY`` when the server requires a key.
+        max_retries: How many times a call is sent again after a refused connection or a
+            503, waiting as ``Retry-After`` says (else 0 s, 1 s, 2 s...), never past the
+            deadline. Only refusals are retried (a 503 follows a started predict only when
+            a drain ran out of time); a reset connection, a timeout or any other status is
+            not: predict may have run to its end. 0 sends each call once.
     """
 
-    def __init__(self, url: str, timeout: Timeout = 60, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: Timeout = 60,
+        api_key: str | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
         self.url = url
         self.timeout = timeout
-        import requests
+        self.max_retries = max_retries
+        from .retries import retrying_session  # loads requests: only when a Client is made
 
-        self.session = requests.Session()
+        self.session = retrying_session(max_retries)
         if api_key is not None:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
@@ -115,6 +144,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         msgpack: bool = False,
         content_type: str | None = None,
+        timeout: Timeout = None,
     ) -> Any:
         """Send one request and return the decoded answer.
 
@@ -127,6 +157,7 @@ class Client:
             headers: Extra request headers; they win over the ones set here.
             msgpack: Send ``json`` as MessagePack and ask for a MessagePack answer.
             content_type: The Content-Type of the body, overriding the default.
+            timeout: This call's deadline, as the client's ``timeout`` (None: that one).
 
         Returns:
             The answer decoded by its Content-Type: JSON and MessagePack -> the value
@@ -134,13 +165,15 @@ class Client:
             their chunks, as ``stream`` yields them; anything else (images) -> ``bytes``.
 
         Raises:
-            PredictError: The server answered 4xx or 5xx.
+            PredictError: The server answered 4xx or 5xx (503 after the retries, 504 when
+                the deadline passed on the server).
             ValueError: Both ``json`` and ``data`` were given.
             requests.RequestException: The request did not get an answer.
         """
         accept = MSGPACK_TYPE if msgpack else JSON_TYPE
         body = _encode_body(json, data, msgpack, content_type)
-        response = self._post(body, params, {"Accept": accept, **(headers or {})}, stream=False)
+        headers = {"Accept": accept, **(headers or {})}
+        response = self._post(body, params, headers, timeout, stream=False)
         if response.status_code >= 400:
             raise _predict_error(response)
         return _decode(response)
@@ -154,6 +187,7 @@ class Client:
         msgpack: bool = False,
         content_type: str | None = None,
         sse: bool = False,
+        timeout: Timeout = None,
     ) -> ChunkStream:
         """Send one request and iterate over the answer's chunks as they arrive.
 
@@ -169,6 +203,8 @@ class Client:
             msgpack: Send ``json`` as MessagePack.
             content_type: As in ``predict``.
             sse: Ask for Server-Sent Events (``Accept: text/event-stream``) instead of NDJSON.
+            timeout: This call's deadline, as the client's ``timeout`` (None: that one):
+                it bounds the wait until the stream starts, and each wait for a chunk.
 
         Returns:
             An iterator of chunks: dicts (or other JSON values) for NDJSON lines; for SSE,
@@ -185,40 +221,70 @@ class Client:
         structured = MSGPACK_TYPE if msgpack else JSON_TYPE
         accept = f"{SSE_TYPE if sse else NDJSON_TYPE}, {structured};q=0.9"
         body = _encode_body(json, data, msgpack, content_type)
-        response = self._post(body, params, {"Accept": accept, **(headers or {})}, stream=True)
+        headers = {"Accept": accept, **(headers or {})}
+        response = self._post(body, params, headers, timeout, stream=True)
         if response.status_code >= 400:
             with response:
                 raise _predict_error(response)
         return ChunkStream(response)
 
-    def health(self) -> bool:
-        """True when ``GET /healthz`` answers 200: the process is alive."""
-        return self._probe("healthz")
+    def health(self, timeout: Timeout = None) -> bool:
+        """True when ``GET /healthz`` answers 200: the process is alive.
 
-    def ready(self) -> bool:
-        """True when ``GET /readyz`` answers 200: the model is loaded and not draining."""
-        return self._probe("readyz")
+        A refused connection or a 503 is tried again (``max_retries``, within ``timeout``,
+        None: the client's), so a server that is starting gets the time to answer.
+        """
+        return self._probe("healthz", timeout)
+
+    def ready(self, timeout: Timeout = None) -> bool:
+        """True when ``GET /readyz`` answers 200: the model is loaded and not draining.
+
+        Retried as ``health`` is: False comes after ``max_retries`` waits (about 3 s by
+        default); ``Client(max_retries=0)`` looks once.
+        """
+        return self._probe("readyz", timeout)
 
     def _post(
-        self, body: tuple[Any, str | None], params: Any, headers: dict[str, str], stream: bool
+        self,
+        body: tuple[Any, str | None],
+        params: Any,
+        headers: dict[str, str],
+        timeout: Timeout,
+        stream: bool,
     ) -> requests.Response:
-        """POST the body; ``headers`` (the caller's included) win over its content type."""
+        """POST the body; ``headers`` (the caller's included) win over ours."""
+        from .retries import TIMEOUT_HEADER, TimeLeft, deadline
+
         data, content_type = body
-        headers = {"Content-Type": content_type, **headers} if content_type else headers
-        response = self.session.post(
-            self.url, data=data, params=params, headers=headers, timeout=self.timeout, stream=stream
-        )
+        seconds, wait = _timeouts(self.timeout if timeout is None else timeout)
+        at = None if seconds is None else time.monotonic() + seconds
+        ours: dict[str, str] = {} if at is None else {TIMEOUT_HEADER: TimeLeft(at)}
+        if content_type:
+            ours["Content-Type"] = content_type
+        with deadline(at):
+            response = self.session.post(
+                self.url,
+                data=data,
+                params=params,
+                headers={**ours, **headers},
+                timeout=wait,
+                stream=stream,
+            )
         ms = response.elapsed.total_seconds() * 1000  # until the headers arrived
         rid = response.headers.get("X-Request-Id")
         logger.debug("POST %s: %d in %.1f ms (request %s)", self.url, response.status_code, ms, rid)
         return response
 
-    def _probe(self, path: str) -> bool:
+    def _probe(self, path: str, timeout: Timeout) -> bool:
         import requests
 
+        from .retries import deadline
+
         url = f"{self.url.rstrip('/')}/{path}"
+        seconds, wait = _timeouts(self.timeout if timeout is None else timeout)
+        at = None if seconds is None else time.monotonic() + seconds
         try:
-            with self.session.get(url, timeout=self.timeout) as response:
+            with deadline(at), self.session.get(url, timeout=wait) as response:
                 return response.status_code == 200
         except (requests.ConnectionError, requests.Timeout) as exc:
             logger.debug("GET %s failed: %s", url, exc)
@@ -283,6 +349,16 @@ class ChunkStream(Iterator[Any]):
                 yield from (piece for piece in pieces if piece)
         finally:
             self.response.close()
+
+
+def _timeouts(timeout: Timeout) -> tuple[float | None, Timeout]:
+    """A call's deadline in seconds, and the (connect, read) timeouts that back it up."""
+    if timeout is None:
+        return None, None
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+        return float(read), (connect, read + ANSWER_GRACE)
+    return float(timeout), float(timeout) + ANSWER_GRACE
 
 
 def _encode_body(

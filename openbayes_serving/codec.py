@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -38,6 +39,8 @@ MSGPACK_TYPE = "application/msgpack"
 TEXT_TYPE = "text/plain; charset=utf-8"
 NDJSON_TYPE = "application/x-ndjson"
 SSE_TYPE = "text/event-stream"
+SSE_PING = b": ping\n\n"  # an SSE comment: readers skip it, proxies see bytes
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")
 OCTET_TYPE = "application/octet-stream"
 
 _MSGPACK_SUBTYPES = frozenset({"msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack"})
@@ -277,8 +280,13 @@ def stream_content_type(first: Any, sse: bool) -> str:
     return NDJSON_TYPE
 
 
-def frame_chunk(chunk: Any, sse: bool) -> bytes:
-    """One stream chunk on the wire: raw text/bytes, an NDJSON line, or an SSE event."""
+def frame_chunk(chunk: Any, sse: bool, event_id: int | None = None) -> bytes:
+    """One stream chunk on the wire: raw text/bytes, an NDJSON line, or an SSE event.
+
+    An SSE event carries ``id: event_id`` when one is given; each line of its text is a
+    ``data:`` line (a CR, CRLF or LF in the chunk ends a line, as SSE readers split them,
+    so a chunk can never forge a field or end its event early).
+    """
     if sse:
         if isinstance(chunk, (bytes, bytearray, memoryview)):
             text = bytes(chunk).decode("utf-8", "replace")
@@ -286,7 +294,9 @@ def frame_chunk(chunk: Any, sse: bool) -> bytes:
             text = chunk
         else:
             text = encode_json(chunk).decode("utf-8")
-        return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode("utf-8")
+        lines = _SSE_LINE_END.split(text) if "\r" in text else text.split("\n")
+        head = "" if event_id is None else f"id: {event_id}\n"
+        return (head + "".join(f"data: {line}\n" for line in lines) + "\n").encode("utf-8")
     if isinstance(chunk, str):
         return chunk.encode("utf-8")
     if isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -294,9 +304,10 @@ def frame_chunk(chunk: Any, sse: bool) -> bytes:
     return encode_json(chunk) + b"\n"
 
 
-def sse_error(message: str) -> bytes:
-    """The SSE event that ends a stream whose generator raised."""
-    return b"event: error\ndata: " + encode_json({"error": message}) + b"\n\n"
+def sse_error(message: str, event_id: int | None = None) -> bytes:
+    """The SSE event that ends a stream whose generator raised (with ``id:`` when given)."""
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    return head + b"event: error\ndata: " + encode_json({"error": message}) + b"\n\n"
 
 
 def wants_sse(accept: str | None) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 STAGES = ("queue", "preprocess", "predict", "postprocess", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_CHUNK_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -57,6 +58,18 @@ class Metrics:
             **kw,
         )
         self.in_flight, self.queue_depth, self.load_seconds = _gauges(Gauge, kw)
+        self.first_chunk = Histogram(
+            "openbayes_serving_stream_first_chunk_seconds",
+            "Time from the arrival of a streamed request to its first chunk sent.",
+            buckets=_LATENCY_BUCKETS,
+            **kw,
+        )
+        self.stream_chunks = Histogram(
+            "openbayes_serving_stream_chunks",
+            "Chunks sent per stream (counted when the stream ends, however it ends).",
+            buckets=_CHUNK_BUCKETS,
+            **kw,
+        )
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request (any route)."""
@@ -86,6 +99,14 @@ class Metrics:
     def observe_batch(self, size: int) -> None:
         """Record the size of one batch given to predict."""
         self.batch_size.observe(size)
+
+    def observe_first_chunk(self, seconds: float) -> None:
+        """Record how long a stream took to send its first chunk."""
+        self.first_chunk.observe(seconds)
+
+    def observe_stream_chunks(self, count: int) -> None:
+        """Record how many chunks a stream sent in all."""
+        self.stream_chunks.observe(count)
 
     def set_load_time(self, seconds: float) -> None:
         """Record how long building the model instances took."""

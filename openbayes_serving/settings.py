@@ -58,6 +58,13 @@ def _positive_float(value: object) -> float:
     return number
 
 
+def _non_negative_float(value: object) -> float:
+    number = float(str(value))
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be zero or a positive number")
+    return number
+
+
 def _port(value: object) -> int:
     number = int(str(value))
     if not 0 < number < 65536:
@@ -181,6 +188,12 @@ class Settings:
         "answered 503 and the exit code is 5.",
     )
     keepalive: float = _setting(5.0, _positive_float, "Seconds an idle connection stays open.")
+    stream_heartbeat: float = _setting(
+        15.0,
+        _non_negative_float,
+        "Seconds without a chunk after which an SSE stream sends a `: ping` comment, so that "
+        "proxies keep it open; 0 turns it off.",
+    )
     cors_origins: tuple[str, ...] = _setting(
         ("*",),
         _str_list,

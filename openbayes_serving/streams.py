@@ -3,7 +3,10 @@
 A model thread runs the generator (``pump``) and hands chunks through a bounded
 ``Channel``; the event loop learns that predict streams from a ``StreamStart`` and sends
 the chunks as they come (``send_stream``), framed by ``codec``. A slow client slows the
-generator instead of growing memory, and a client that leaves stops it.
+generator instead of growing memory, and a client that leaves stops it. An SSE stream
+numbers its events (``id:``) and sends a ``: ping`` comment after ``heartbeat`` seconds
+without a chunk, so that proxies do not close it; ``StreamOptions`` says how, once per
+server.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import codec
@@ -82,6 +87,28 @@ class Channel:
         return self._closed
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a server sends its streams: the SSE heartbeat and what it measures.
+
+    Attributes:
+        heartbeat: Seconds without a chunk after which an SSE stream sends ``: ping``
+            (0: never). NDJSON, text and binary streams never get one: a comment would
+            change their content.
+        on_first_chunk: Called with the seconds from the request's arrival to its first
+            chunk on the wire.
+        on_end: Called with the number of chunks a stream sent, once it ends (finished,
+            failed or left by the client).
+    """
+
+    heartbeat: float = 15.0
+    on_first_chunk: Callable[[float], object] | None = None
+    on_end: Callable[[int], object] | None = None
+
+
+DEFAULT_OPTIONS = StreamOptions()
+
+
 class StreamStart:
     """What a model thread hands the event loop when predict turns out to stream."""
 
@@ -114,55 +141,155 @@ def pump(generator: Iterator[Any], channel: Channel) -> None:
 
 
 async def send_stream(
-    send: Send, request: Request, start: StreamStart, out: Responder, details: bool
+    send: Send,
+    request: Request,
+    start: StreamStart,
+    out: Responder,
+    details: bool,
+    options: StreamOptions = DEFAULT_OPTIONS,
 ) -> int:
-    """Send a stream's chunks as the model thread produces them; stop when the client leaves."""
+    """Send a stream's chunks as the model thread produces them; stop when the client leaves.
+
+    The status goes out with the first chunk, so that a generator failing before it gets
+    an ordinary error answer; an SSE stream that has had nothing to send for
+    ``options.heartbeat`` seconds sends its status then, and a ``: ping``.
+    """
     channel, event = start.channel, start.event
     sse = codec.wants_sse(request.accept)
     watcher = asyncio.ensure_future(_watch_disconnect(request.receive, channel, event))
-    started = False
-    content_type = ""
+    beat = _Heartbeat(options.heartbeat, event) if sse and options.heartbeat > 0 else None
+    wire = _Wire(send, request, out, sse, options)
     try:
         while True:
             finished = channel.finished
             items = channel.take()
-            if not started and (items or finished):
+            if not wire.started and (items or finished):
                 if not items and channel.error is not None:
                     raise channel.error  # nothing sent yet: an ordinary error answer
-                content_type = codec.stream_content_type(items[0] if items else "", sse)
-                await send(out.start(request, 200, content_type, None, streaming=True))
-                started = True
-            for item in items:
-                body = codec.frame_chunk(item, sse)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await wire.begin(items[0] if items else "")
+            if items:
+                await wire.chunks(items)
+                if beat is not None:
+                    beat.chunk_sent()
             if finished or channel.is_closed:
                 break
+            if beat is not None and beat.due:
+                beat.due = False
+                await wire.ping()
             await event.wait()
             event.clear()
         if channel.error is not None:
-            tail = _error_tail(channel.error, request, sse, content_type, details)
+            tail = _error_tail(channel.error, request, wire, details)
             if tail is None:
                 return 500  # no final chunk: the client sees a truncated body
-            await send({"type": "http.response.body", "body": tail, "more_body": True})
+            await wire.body(tail)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
     finally:
         channel.close()
         watcher.cancel()
+        if beat is not None:
+            beat.cancel()
+        if options.on_end is not None:
+            options.on_end(wire.sent)
 
 
-def _error_tail(
-    error: BaseException, request: Request, sse: bool, content_type: str, details: bool
-) -> bytes | None:
+class _Wire:
+    """One stream's side of the connection: its status, its numbered chunks, its pings."""
+
+    def __init__(
+        self, send: Send, request: Request, out: Responder, sse: bool, options: StreamOptions
+    ) -> None:
+        self._send = send
+        self._request = request
+        self._out = out
+        self._on_first_chunk = options.on_first_chunk
+        self.sse = sse
+        self.started = False
+        self.content_type = codec.SSE_TYPE if sse else ""
+        self.sent = 0  # chunks on the wire; an SSE event's id is its number, from 1
+
+    async def begin(self, first: Any) -> None:
+        """Send the status and headers; the content type follows the first chunk."""
+        self.content_type = codec.stream_content_type(first, self.sse)
+        await self._send(self._out.start(self._request, 200, self.content_type, None, True))
+        self.started = True
+
+    async def chunks(self, items: list[Any]) -> None:
+        """Frame and send chunks (numbered events for SSE)."""
+        first = self.sent == 0
+        send, sse = self._send, self.sse
+        for item in items:
+            self.sent += 1
+            body = codec.frame_chunk(item, sse, self.sent if sse else None)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        if first and self._on_first_chunk is not None:
+            self._on_first_chunk(time.monotonic() - _arrival(self._request))
+
+    async def ping(self) -> None:
+        """Send an SSE comment (after the status, when it has not gone out yet)."""
+        if not self.started:
+            await self.begin("")
+        await self.body(codec.SSE_PING)
+
+    async def body(self, data: bytes) -> None:
+        """Send bytes of the stream's body."""
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+class _Heartbeat:
+    """Wakes an SSE stream's sending loop once it has sent nothing for ``interval`` seconds.
+
+    One timer per interval, never one per chunk: a chunk only records the time, and a
+    timer that fires less than ``interval`` after the last chunk sleeps again until then.
+    """
+
+    def __init__(self, interval: float, event: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._interval = interval
+        self._event = event
+        self._last = self._loop.time()
+        self.due = False  # a ping is owed; the sending loop clears it
+        self._timer = self._loop.call_at(self._last + interval, self._fire)
+
+    def chunk_sent(self) -> None:
+        """A chunk went out: the next ping is due ``interval`` from now."""
+        self._last = self._loop.time()
+        self.due = False
+
+    def cancel(self) -> None:
+        """Stop the timer (the stream ended)."""
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        due_at = self._last + self._interval
+        if now < due_at - _TIMER_SLACK:  # a chunk went out since this timer was set
+            self._timer = self._loop.call_at(due_at, self._fire)
+            return
+        self.due = True
+        self._event.set()
+        self._timer = self._loop.call_at(now + self._interval, self._fire)
+
+
+_TIMER_SLACK = 0.001  # the loop may run a timer a little before its due time
+
+
+def _arrival(request: Request) -> float:
+    """When the request arrived (``time.monotonic``): its deadline less its timeout."""
+    return request.deadline - request.timeout
+
+
+def _error_tail(error: BaseException, request: Request, wire: _Wire, details: bool) -> bytes | None:
     """The last chunk of a stream whose generator raised, in the stream's own framing."""
     logger.error("stream ended by %s", type(error).__name__, exc_info=error)
     answer = error_answer(error, request.request_id, details)
     message = answer.message
     if details and not isinstance(error, ServingError):
         message = str(error) or message
-    if sse:
-        return codec.sse_error(message)
-    if content_type == codec.NDJSON_TYPE:
+    if wire.sse:
+        return codec.sse_error(message, wire.sent + 1)
+    if wire.content_type == codec.NDJSON_TYPE:
         return codec.encode_json({"error": message}) + b"\n"
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgpack
 import pytest
 import requests
+from conftest import PREDICTORS, launch, post_in_background
 from fakes import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 from openbayes_serving.client import Client, PredictError
@@ -63,6 +65,7 @@ class FakeRuntime(FakeServer):
         super().__init__(FakeRuntimeHandler)
         self.ready = True
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each POST
         self.request_ids: list[str] = []
         self.client_left = threading.Event()
 
@@ -87,10 +90,18 @@ class FakeRuntimeHandler(FakeHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.received.append((dict(self.headers.items()), body))
+        self.server.arrivals.append(time.monotonic())
         params = dict(parse_qsl(urlsplit(self.path).query))
         accept = self.headers.get("Accept") or ""
         if "plain_error" in params:
             self.answer(502, "text/html", b"<h1>Bad gateway</h1>")
+            return
+        if len(self.server.received) <= int(params.get("busy", 0)):  # the first N are refused
+            extra = {"Retry-After": params["retry_after"]} if "retry_after" in params else {}
+            self.answer(503, "application/json", b'{"error":"queue full"}', extra)
+            return
+        if "drop" in params:  # the request arrived, the connection breaks before an answer
+            self.close_connection = True
             return
         try:
             result = fake_predict(self._decode(body), params)
@@ -321,18 +332,19 @@ def test_closing_a_stream_early_drops_the_connection(client, fake):
     assert fake.client_left.wait(FAKE_WAIT)
 
 
-def test_health_and_ready_follow_the_probes(client, fake):
-    assert client.health() is True
-    assert client.ready() is True
+def test_health_and_ready_follow_the_probes(fake):
+    with Client(fake.url, timeout=FAKE_WAIT, max_retries=0) as client:
+        assert client.health() is True
+        assert client.ready() is True
 
-    fake.ready = False
+        fake.ready = False
 
-    assert client.ready() is False
-    assert client.health() is True
+        assert client.ready() is False
+        assert client.health() is True
 
 
 def test_health_is_false_when_nothing_listens():
-    with Client(f"http://127.0.0.1:{unused_port()}", timeout=FAKE_WAIT) as client:
+    with Client(f"http://127.0.0.1:{unused_port()}", timeout=FAKE_WAIT, max_retries=0) as client:
         assert client.health() is False
         assert client.ready() is False
 
@@ -342,6 +354,108 @@ def test_client_sends_the_api_key_as_a_bearer_token(fake):
         client.predict(json={})
 
     assert fake.received[-1][0]["Authorization"] == "Bearer s3cret"
+
+
+# ---- deadlines and retries ----------------------------------------------------------------
+
+
+def test_predict_and_stream_send_their_deadline_as_x_request_timeout(fake):
+    def sent() -> float:
+        return float(fake.received[-1][0]["X-Request-Timeout"])
+
+    with Client(fake.url, timeout=2.5) as client:
+        client.predict(json={})
+        assert 2.0 < sent() <= 2.5  # the time left when the request went out
+        client.predict(json={}, timeout=0.75)
+        assert 0.25 < sent() <= 0.75
+        list(client.stream(json={}, params={"chunks": "1"}, timeout=(1, 4)))
+        assert 3.5 < sent() <= 4
+        client.predict(json={}, headers={"X-Request-Timeout": "9"})  # the caller's header wins
+        assert sent() == 9
+    with Client(fake.url, timeout=None) as client:
+        client.predict(json={})
+        assert "X-Request-Timeout" not in fake.received[-1][0]
+
+
+def test_a_503_is_sent_again_after_its_retry_after_with_the_time_left(client, fake):
+    answer = client.predict(json={"n": 1}, params={"busy": "1", "retry_after": "1"})
+
+    assert answer == {"payload": {"n": 1}, "params": {"busy": "1", "retry_after": "1"}}
+    assert len(fake.received) == 2
+    assert fake.arrivals[1] - fake.arrivals[0] >= 1.0  # Retry-After honoured
+    first, second = (float(headers["X-Request-Timeout"]) for headers, _ in fake.received)
+    assert FAKE_WAIT - 0.5 < first <= FAKE_WAIT
+    assert second <= first - 1.0  # the second attempt is told what is left after the wait
+    assert fake.received[1][1] == fake.received[0][1]  # the same body
+
+
+def test_503_retries_stop_after_max_retries_and_the_last_503_is_raised(fake):
+    with Client(fake.url, timeout=FAKE_WAIT, max_retries=1) as client:
+        with pytest.raises(PredictError) as info:
+            client.predict(json={}, params={"busy": "5"})
+
+    assert info.value.status_code == 503
+    assert info.value.message == "queue full"
+    assert len(fake.received) == 2  # the call and one retry
+
+
+def test_no_retry_starts_when_its_wait_would_pass_the_deadline(fake):
+    started = time.monotonic()
+    with Client(fake.url, timeout=2) as client:
+        with pytest.raises(PredictError) as info:
+            client.predict(json={}, params={"busy": "1", "retry_after": "3"})
+
+    assert info.value.status_code == 503
+    assert len(fake.received) == 1
+    assert time.monotonic() - started < 1.5  # answered at once, not after the 3 s wait
+
+
+def test_a_stream_is_retried_on_503_like_predict(client, fake):
+    chunks = list(client.stream(json={}, params={"busy": "1", "chunks": "2"}))
+
+    assert chunks == [{"i": 0}, {"i": 1}]
+    assert len(fake.received) == 2
+
+
+@pytest.mark.parametrize(
+    "params", [{"status": "500", "message": "boom"}, {"status": "504", "message": "late"}]
+)
+def test_a_predict_that_may_have_run_is_not_retried(client, fake, params):
+    with pytest.raises(PredictError):
+        client.predict(json={}, params=params)
+
+    assert len(fake.received) == 1
+
+
+def test_a_connection_lost_after_sending_is_not_retried(client, fake):
+    with pytest.raises(requests.ConnectionError):
+        client.predict(json={}, params={"drop": "1"})
+
+    assert len(fake.received) == 1  # the server got it once: it may have run
+
+
+def test_refused_connections_are_retried_until_the_deadline_then_raised():
+    url = f"http://127.0.0.1:{unused_port()}"
+    started = time.monotonic()
+    with Client(url, timeout=1.5, max_retries=5) as client:
+        with pytest.raises(requests.ConnectionError):
+            client.predict(json={})
+    took = time.monotonic() - started
+
+    # Backoff 0 s then 1 s fit in the 1.5 s deadline; the next (2 s) does not.
+    assert 0.9 <= took < 1.5 + 0.5
+
+
+def test_ready_waits_out_a_503_and_a_server_that_is_not_up_yet(fake):
+    fake.ready = False
+    threading.Timer(0.3, lambda: setattr(fake, "ready", True)).start()
+    with Client(fake.url, timeout=FAKE_WAIT) as client:  # 503 with Retry-After: 1
+        assert client.ready() is True
+
+
+def test_max_retries_must_not_be_negative():
+    with pytest.raises(ValueError, match="max_retries"):
+        Client("http://127.0.0.1:1", max_retries=-1)
 
 
 def test_client_as_context_manager_closes_its_session(fake, monkeypatch):
@@ -379,3 +493,32 @@ def test_client_against_the_runtime_json_msgpack_stream_and_errors(shared_server
         assert chunks == [{"index": 0}, {"index": 1}, {"index": 2}]
         sse = list(client.stream(json={"count": 2, "dicts": True, "delay": 0}, sse=True))
         assert sse == [{"index": 0}, {"index": 1}]
+
+
+def test_the_client_waits_out_an_overloaded_runtime_and_its_refusals_never_ran(serve):
+    server = serve("sleeper", "--predict-concurrency", "1", "--max-queue", "0")
+    busy = post_in_background(server.url, {"id": "first", "sleep": 1.5}, timeout=10)
+    time.sleep(0.3)  # the first request holds the only slot; the queue takes none
+
+    with Client(server.url, timeout=10, max_retries=0) as once:
+        with pytest.raises(PredictError) as info:
+            once.predict(json={"id": "refused"})
+    with Client(server.url, timeout=10) as client:  # 503 + Retry-After: 1, until the slot frees
+        answer = client.predict(json={"id": "second"})
+    busy.join(10)
+
+    assert info.value.status_code == 503
+    assert answer == {"id": "second"}
+    ran = requests.post(server.url, json={"ran": True}, timeout=10).json()["ran"]
+    assert ran == ["first", "second"]  # no attempt the server refused ever ran
+
+
+def test_a_predict_sent_while_the_server_starts_gets_its_answer(tmp_path):
+    # The port opens about a second after the process starts: the first attempts are
+    # refused, and the client retries them.
+    server = launch(PREDICTORS / "echo_json.py", (), tmp_path, {})
+    try:
+        with Client(server.url, timeout=30, max_retries=6) as client:
+            assert client.predict(json={"a": 1}) == {"a": 1}
+    finally:
+        server.stop()

@@ -312,9 +312,10 @@ def test_text_stream_sends_server_sent_events_when_asked(
         assert rv.status_code == 200
         assert rv.headers["Content-Type"].startswith("text/event-stream")
         body = rv.content.decode()
-    events = [event for event in body.split("\n\n") if event.strip()]
-    assert all(event.startswith("data: ") for event in events)
-    tokens = [json.loads(event[len("data: ") :])["token"] for event in events]
+    events = [event.split("\n") for event in body.split("\n\n") if event.strip()]
+    assert [lines[0] for lines in events] == [f"id: {n}" for n in range(1, len(events) + 1)]
+    assert all(lines[1].startswith("data: ") for lines in events)
+    tokens = [json.loads(lines[1][len("data: ") :])["token"] for lines in events]
     assert "".join(tokens) == expected
 
 

@@ -173,7 +173,7 @@ def test_stream_with_accept_event_stream_is_sse(serve):
         timeout=10,
     )
     assert rv.headers["content-type"] == "text/event-stream"
-    assert rv.text == 'data: {"index":0}\n\ndata: {"index":1}\n\n'
+    assert rv.text == 'id: 1\ndata: {"index":0}\n\nid: 2\ndata: {"index":1}\n\n'
 
 
 def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(serve):
@@ -184,8 +184,8 @@ def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(serve):
         headers={"Accept": "text/event-stream"},
         timeout=10,
     )
-    assert rv.text.startswith("data: tok0 \n\ndata: tok1 \n\n")
-    assert rv.text.endswith('event: error\ndata: {"error":"stream broke"}\n\n')
+    assert rv.text.startswith("id: 1\ndata: tok0 \n\nid: 2\ndata: tok1 \n\n")
+    assert rv.text.endswith('id: 3\nevent: error\ndata: {"error":"stream broke"}\n\n')
 
 
 def test_ndjson_stream_that_fails_ends_with_an_error_line(serve):
