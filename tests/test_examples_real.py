@@ -21,6 +21,7 @@ import time
 import wave
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,14 @@ def test_ocr_reads_40_rendered_lines_of_chinese_and_english(ocr_predictor: Any) 
     character_error_rate = errors / sum(len(text) for text, _, _ in cases)
     assert len(misread) <= 2, misread  # at least 95% of the lines exact
     assert character_error_rate < 0.02, misread
+
+
+def test_ocr_reads_text_on_a_transparent_background_as_on_paper(ocr_predictor: Any) -> None:
+    line = line_image("Transparent 2026", SANS, 30).convert("L")
+    clear = Image.new("RGBA", line.size, (0, 0, 0, 0))  # black where nothing is drawn
+    clear.putalpha(Image.eval(line, lambda v: 255 - v))  # the text opaque, the rest not
+
+    assert read(ocr_predictor, png(clear))["text"] == "Transparent 2026"
 
 
 DOCUMENT = [  # (text, font, x) drawn one under the other
@@ -418,6 +427,26 @@ def test_vad_finds_espeak_speech_where_it_was_placed_between_silences(
         for (start, end), (placed_start, placed_end) in zip(found, placed):
             assert abs(start - placed_start) <= 0.25, (found, placed)
             assert abs(end - placed_end) <= 0.25, (found, placed)
+
+
+def test_vad_answers_requests_sent_at_once_each_as_alone(
+    vad_server: Server, tmp_path: Path
+) -> None:
+    clip, rate = speech("one two three", tmp_path / "count.wav")
+    quiet = np.zeros(rate)
+    bodies = [  # 10 to 15 s each: long enough for their predicts to overlap if they may
+        wav_bytes(np.concatenate([quiet] * (2 + i) + [clip] + [quiet] * 8), rate) for i in range(6)
+    ]
+    alone = [requests.post(vad_server.url, data=body, timeout=60).json() for body in bodies]
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        together = list(
+            pool.map(lambda b: requests.post(vad_server.url, data=b, timeout=60), bodies)
+        )
+
+    assert [rv.status_code for rv in together] == [200] * len(bodies)
+    assert [rv.json() for rv in together] == alone  # the model's state is never shared
+    assert [len(answer["segments"]) for answer in alone] == [1] * len(bodies)
 
 
 def test_vad_refuses_bad_input_with_clear_json_errors(vad_server: Server) -> None:

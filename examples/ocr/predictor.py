@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import ppocr  # this example's own processing, beside this file
 import requests
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import openbayes_serving as serv
 
@@ -114,6 +114,10 @@ def decode(data: bytes) -> Image.Image:
     if width == 0 or height == 0:
         raise serv.ServingError("the image is empty (0 pixels)")
     try:
+        image = ImageOps.exif_transpose(image)  # a photo, turned the way it is shown
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            white = Image.new("RGBA", image.size, "white")  # transparent means paper here
+            image = Image.alpha_composite(white, image.convert("RGBA"))
         return image.convert("RGB")
     except (OSError, ValueError) as exc:
         raise serv.ServingError(f"cannot decode the image: {exc}") from exc
@@ -146,4 +150,5 @@ def fetch(url: object) -> bytes:
 
 
 if __name__ == "__main__":
-    serv.run(Predictor)
+    # The sessions use every core: one predict at a time (while the next request is decoded).
+    serv.run(Predictor, predict_concurrency=1)

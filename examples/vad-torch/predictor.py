@@ -34,11 +34,10 @@ class Predictor:
     """Where speech is in an uploaded WAV file, in seconds."""
 
     def __init__(self, device: str) -> None:
-        # `device` is injected by name: "cpu" unless --devices says otherwise. The model is
-        # small and reads the audio frame by frame: the CPU is usually the quicker choice.
+        # `device` is injected by name: "cpu" unless --devices says otherwise.
         self.device = torch.device(device)
         # The model reads 32 ms frames one after another, each a few small operations: one
-        # thread does them fastest (several threads spend their time handing them over).
+        # thread does them fastest (several spend their time handing the work over).
         torch.set_num_threads(1)
         with warnings.catch_warnings():  # the model ships as TorchScript, which torch 2.9+
             warnings.simplefilter("ignore", FutureWarning)  # calls deprecated
@@ -48,8 +47,11 @@ class Predictor:
             self.model.audio_forward(silence, RATE)
 
     def preprocess(self, data: bytes, params: MultiDict) -> Audio:
-        """Decode, mix down and resample on a request thread; read ``?threshold=`` (0-1)
-        and ``?min_silence_ms=`` (the pause that ends a segment, default 100)."""
+        """Decode, mix down and resample, on a request thread outside the lock.
+
+        `data` is the raw body; `params` the query string: ``?threshold=`` (0-1, default
+        0.5) and ``?min_silence_ms=`` (the pause that ends a segment, default 100).
+        """
         threshold = params.get("threshold", 0.5, type=float)
         min_silence = params.get("min_silence_ms", 100, type=float)
         if not 0.0 < threshold < 1.0:
@@ -59,8 +61,11 @@ class Predictor:
         return to_16k(*read_wav(data)), threshold, min_silence / 1000
 
     def predict(self, x: Audio) -> Frames:
-        """Speech probability of each 32 ms frame. The model keeps state between frames,
-        which audio_forward resets: one predict at a time per model (the default)."""
+        """Speech probability of each 32 ms frame, under the predict lock.
+
+        The model keeps state from frame to frame (audio_forward resets it first): one
+        predict at a time per model, as serv.run below pins.
+        """
         audio, threshold, min_silence = x
         samples = torch.from_numpy(audio).to(self.device)
         probabilities = self.model.audio_forward(samples, RATE)[0].numpy()
@@ -108,8 +113,11 @@ def read_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Resample to 16 kHz: a windowed-sinc low-pass below the new Nyquist frequency when
-    the rate goes down, then linear interpolation."""
+    """Resample to 16 kHz with numpy.
+
+    A windowed-sinc low-pass under the new Nyquist frequency when the rate goes down, then
+    linear interpolation.
+    """
     if rate == RATE:
         return samples.astype(np.float32)
     if rate > RATE:
@@ -124,8 +132,11 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 def speech_segments(
     probabilities: np.ndarray, duration: float, threshold: float, min_silence: float
 ) -> list[tuple[float, float]]:
-    """(start, end) seconds of speech: a segment opens on a frame at or above
-    ``threshold`` and closes after ``min_silence`` seconds below ``threshold - 0.15``."""
+    """(start, end) seconds of speech from the probability of each frame.
+
+    A segment opens on a frame at or above ``threshold`` and closes after ``min_silence``
+    seconds below ``threshold - 0.15``; segments under MIN_SPEECH_S are dropped.
+    """
     frame_s = FRAME / RATE
     low = max(threshold - 0.15, 0.01)
     segments: list[list[float]] = []
@@ -156,4 +167,5 @@ def speech_segments(
 
 
 if __name__ == "__main__":
-    serv.run(Predictor)
+    # The model keeps state from frame to frame: never two predicts at once on one model.
+    serv.run(Predictor, predict_concurrency=1)
