@@ -126,7 +126,7 @@ class ServingApp:
             self.metrics.observe_request(request.path, status, time.perf_counter() - started)
             if self.metrics.is_multiprocess:
                 # Every worker keeps its own gauge current: a scrape reaches only one.
-                self.metrics.queue_depth.set(self.lifecycle.queue_depth)
+                self.metrics.set_load(self.lifecycle.queue_depth, self.lifecycle.running)
             REQUEST_ID.reset(token)
 
     async def _route(self, request: Request, send: Send) -> int:
@@ -187,7 +187,8 @@ class ServingApp:
     # ---- handlers (named in ROUTES) ------------------------------------------------------
 
     async def greeting(self, request: Request, send: Send) -> int:
-        """``GET /``: the try-it page for a browser, else a JSON greeting."""
+        """``GET /``: the try-it page for a browser, else a JSON greeting (once loaded)."""
+        await self.lifecycle.until_loaded(request.deadline, request.timeout)
         if request.accept and "text/html" in request.accept:
             page = ui_file("index.html")
             return await self._out.respond(send, request, 200, page, "text/html; charset=utf-8")
@@ -208,7 +209,8 @@ class ServingApp:
 
     async def metrics_page(self, request: Request, send: Send) -> int:
         """``GET /metrics``: the Prometheus text exposition."""
-        body = self.metrics.render(self.lifecycle.queue_depth)
+        self.metrics.set_load(self.lifecycle.queue_depth, self.lifecycle.running)
+        body = self.metrics.render()
         return await self._out.respond(send, request, 200, body, METRICS_TYPE)
 
     async def example(self, request: Request, send: Send) -> int:

@@ -59,7 +59,7 @@ class Dispatcher:
         if remaining <= 0:
             raise QueueTimeoutError("request timed out before predict")
         call.open_stream = open_stream
-        job = self.scheduler.submit(call, on_done, request.deadline, request)
+        job = self.scheduler.submit(call, on_done, request.deadline, request, call.admission)
 
         def expire() -> None:
             if not future.done():

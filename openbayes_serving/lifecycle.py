@@ -8,6 +8,7 @@ and decides how to leave with the code.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import threading
@@ -17,12 +18,14 @@ from typing import Any, Callable
 
 from .batching import policy_for
 from .dispatch import Dispatcher
-from .errors import PredictorError, StartupError
+from .errors import OverloadedError, PredictorError, QueueTimeoutError, StartupError
+from .limiter import Limiter
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .predictor import PredictorSpec, build_instance
-from .scheduler import Scheduler
+from .scheduler import Admission, Scheduler
 from .settings import Settings
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +44,14 @@ class Health(enum.Enum):
 
     STARTING = "starting"
     READY = "ready"
+    STUCK = "stuck"  # a predict ran past predict_timeout: still serving, not ready
     DRAINING = "draining"
     FAILED = "failed"
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _ignore_fatal(code: int, drain: bool) -> None:
@@ -70,12 +79,71 @@ class Lifecycle:
         self.pipeline: Pipeline | None = None
         self.scheduler: Scheduler | None = None
         self.dispatcher: Dispatcher | None = None
+        self.watchdog: Watchdog | None = None
         self.load_error: PredictorError | None = None
+        self.waiting_for_load = 0  # requests that came while the model loads (event loop)
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_lock = threading.Lock()
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for a predict slot (0 before the model is loaded)."""
-        return self.scheduler.queue_depth if self.scheduler is not None else 0
+        """Requests waiting: for a predict slot, or for the model to load."""
+        queued = self.scheduler.queue_depth if self.scheduler is not None else 0
+        return queued + self.waiting_for_load
+
+    @property
+    def running(self) -> int:
+        """Predict calls running now."""
+        return self.scheduler.running if self.scheduler is not None else 0
+
+    async def until_loaded(self, deadline: float, timeout: float) -> None:
+        """Wait (on the event loop) while the model loads, as a queued request would.
+
+        Returns at once unless the model is still loading. Waiting requests count
+        against ``max_queue``.
+
+        Raises:
+            OverloadedError: ``max_queue`` requests already wait (503).
+            QueueTimeoutError: the model did not load before ``deadline`` (504).
+        """
+        if self.health is not Health.STARTING:
+            return
+        if self.waiting_for_load >= self.settings.max_queue:
+            raise OverloadedError(
+                f"not ready: the model is loading and {self.waiting_for_load} requests "
+                "already wait for it"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if self.health is not Health.STARTING:
+                return
+            self._waiters.append((loop, future))
+        self.waiting_for_load += 1
+        try:
+            await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise QueueTimeoutError(f"the model did not load within {timeout:g}s") from None
+        finally:
+            self.waiting_for_load -= 1
+
+    def admit(self) -> Admission:
+        """A place in the predict queue for a request, taken from its head (503 if none)."""
+        assert self.scheduler is not None
+        return self.scheduler.admit()
+
+    def withdraw(self, admission: Admission) -> None:
+        """Give back a place that was never used (the request ended before predict)."""
+        if self.scheduler is not None:
+            self.scheduler.withdraw(admission)
+
+    def _set_health(self, health: Health) -> None:
+        """Change the health; requests waiting for the load learn of it."""
+        with self._waiters_lock:
+            self.health = health
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_settle, future)
 
     def load(self) -> None:
         """Build every instance and start the model threads (on a loader thread)."""
@@ -92,23 +160,31 @@ class Lifecycle:
         self.pipeline = Pipeline(self.spec, instances, self.pool)
         self.scheduler = Scheduler(
             [self.pipeline.runner(instance) for instance in instances],
-            concurrency=self.settings.predict_concurrency,
             max_queue=self.settings.max_queue,
             policy=policy_for(self.spec.batch),
+            limiters=self._limiters(),
         )
         self.scheduler.on_batch = self.metrics.observe_batch
         self.scheduler.on_timing = self.metrics.observe_timing
         self.scheduler.start()
         self.dispatcher = Dispatcher(self.scheduler)
+        if self.settings.predict_timeout > 0:
+            self.watchdog = Watchdog(
+                self.scheduler,
+                self.settings.predict_timeout,
+                self._stuck,
+                lambda: self.fail(EXIT_FATAL, True),
+            )
+            self.watchdog.start()
         self.metrics.set_load_time(time.monotonic() - started)
-        self.health = Health.READY  # before run() starts: a run() that fails must stay failed
+        self._set_health(Health.READY)  # before run() starts: a run() that fails stays failed
         if self.spec.has_run:
             for instance in instances:
                 threading.Thread(
                     target=self._background, args=(instance.run,), name="predictor-run", daemon=True
                 ).start()
         logger.info(
-            "%s ready in %.2fs (%d instance(s) on %s, predict_concurrency %d%s)",
+            "%s ready in %.2fs (%d instance(s) on %s, predict_concurrency %s%s)",
             self.spec.name,
             time.monotonic() - started,
             len(instances),
@@ -116,6 +192,23 @@ class Lifecycle:
             self.settings.predict_concurrency,
             f", batch {self.spec.batch.max_batch_size}" if self.spec.batch else "",
         )
+
+    def _limiters(self) -> list[Limiter]:
+        """One limiter per instance: pinned by the setting, else adaptive (``auto``)."""
+        pin = self.settings.concurrency_pin
+        maximum = self.settings.max_calls_per_instance
+        limiters = [
+            Limiter(pin or 1, maximum, adaptive=pin is None, name=f"instance {i} ({device})")
+            for i, device in enumerate(self.settings.devices)
+        ]
+
+        def publish(limit: int) -> None:
+            self.metrics.concurrency_limit.set(sum(limiter.limit for limiter in limiters))
+
+        for limiter in limiters:
+            limiter.on_change = publish
+        publish(0)
+        return limiters
 
     def load_now(self) -> None:
         """Load on this thread and raise if the model did not build (Ray, LocalClient).
@@ -129,7 +222,7 @@ class Lifecycle:
 
     def fail(self, code: int, drain: bool) -> None:
         """Readiness and liveness go false, and the host leaves with ``code``."""
-        self.health = Health.FAILED
+        self._set_health(Health.FAILED)
         self.on_fatal(code, drain)
 
     def _fail_to_load(self, exc: PredictorError) -> None:
@@ -146,14 +239,29 @@ class Lifecycle:
                 logger.error("exiting so that the platform restarts the server")
                 self.fail(EXIT_FATAL, True)
 
+    @property
+    def serving(self) -> bool:
+        """True while predictions are taken (ready, or ready with a stuck predict)."""
+        return self.health in (Health.READY, Health.STUCK)
+
+    def _stuck(self, stuck: bool) -> None:
+        with self._waiters_lock:
+            if stuck and self.health is Health.READY:
+                self.health = Health.STUCK
+            elif not stuck and self.health is Health.STUCK:
+                self.health = Health.READY
+                logger.info("no predict is stuck any more: ready again")
+
     def start_draining(self) -> None:
         """Readiness goes false; requests already accepted still finish."""
-        if self.health is Health.READY:
+        if self.serving:
             self.health = Health.DRAINING
             logger.info("draining: finishing requests in flight")
 
     def shutdown(self) -> None:
         """Stop the model threads once the server has drained."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.scheduler is not None:
             self.scheduler.close(self.settings.graceful_timeout)
         self.pool.shutdown(wait=False)

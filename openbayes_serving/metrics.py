@@ -70,6 +70,18 @@ class Metrics:
             buckets=_CHUNK_BUCKETS,
             **kw,
         )
+        self.predicts_running = Gauge(
+            "openbayes_serving_predicts_running",
+            "Predict calls running now on model threads (a stuck one included).",
+            multiprocess_mode="livesum",
+            **kw,
+        )
+        self.concurrency_limit = Gauge(
+            "openbayes_serving_predict_concurrency",
+            "Predicts allowed at once now, summed over instances (it adapts under auto).",
+            multiprocess_mode="livesum",
+            **kw,
+        )
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request (any route)."""
@@ -112,12 +124,16 @@ class Metrics:
         """Record how long building the model instances took."""
         self.load_seconds.set(seconds)
 
-    def render(self, queue_depth: int) -> bytes:
+    def set_load(self, queue_depth: int, running: int) -> None:
+        """The gauges read from the scheduler: requests waiting, predicts running."""
+        self.queue_depth.set(queue_depth)
+        self.predicts_running.set(running)
+
+    def render(self) -> bytes:
         """The Prometheus text exposition, summed over every worker."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        self.queue_depth.set(queue_depth)
         if self.registry is not None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()

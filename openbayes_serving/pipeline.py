@@ -18,6 +18,7 @@ from typing import Any, Callable
 from . import inject
 from .predictor import PredictorSpec
 from .request import Request
+from .scheduler import Admission
 from .streams import STREAMED, Channel, is_stream, pump
 
 
@@ -28,6 +29,7 @@ class PredictCall:
     value: Any  # the kwargs of predict, or the result of preprocess
     request: Request
     open_stream: Callable[[], Channel] | None = None  # set by the dispatcher
+    admission: Admission | None = None  # the queue place taken from the request's head
 
 
 class Pipeline:

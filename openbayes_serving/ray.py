@@ -154,7 +154,7 @@ def deployment_options(
     GPUs from ``cuda:0``.
     """
     policy = policy_for(spec.batch)
-    running = capacity(policy, settings.predict_concurrency, len(settings.devices))
+    running = capacity(policy, settings.max_calls_per_instance, len(settings.devices))
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     gpus = sum(1 for device in settings.devices if device.startswith("cuda"))
     if gpus:

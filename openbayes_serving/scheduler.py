@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .batching import OneAtATime, Policy, Runner
 from .errors import ClientGone, OverloadedError, QueueTimeoutError
+from .limiter import Limiter
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ class Job:
         return True
 
 
+class Admission:
+    """A place in the queue taken from a request's head, before its body is read."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = False
+
+
 class Scheduler:
     """Model threads that run predict: ``concurrency`` per instance, one shared bounded queue.
 
@@ -68,18 +78,23 @@ class Scheduler:
         concurrency: int = 1,
         max_queue: int = 128,
         policy: Policy | None = None,
+        limiters: Sequence[Limiter] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runners = list(runners)
-        self._concurrency = concurrency
+        self.limiters = list(
+            limiters or [Limiter(concurrency, concurrency, False) for _ in runners]
+        )
         self._max_queue = max_queue
         self._policy: Policy = policy or OneAtATime()
         self._clock = clock
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # model threads only
         self._cancelled = 0  # cancel() calls that took a queued job: written by the loop
+        self._admitted = 0  # places taken by admit() and not yet used or withdrawn: the loop
         self._skipped = 0  # cancelled jobs popped and dropped: written under _lock
         self._running = 0  # threads running predict now: written under _lock
+        self._active: dict[int, tuple[list[Job], float]] = {}  # thread -> its call: _lock
         self._closing = False
         self._threads: list[threading.Thread] = []
         self.on_batch: Callable[[int], None] | None = None
@@ -93,23 +108,71 @@ class Scheduler:
 
     @property
     def slots(self) -> int:
-        """Model threads in all."""
-        return len(self._runners) * self._concurrency
+        """Predict calls that may run at once now, over every instance."""
+        return sum(limiter.limit for limiter in self.limiters)
 
     def start(self) -> None:
-        """Start the model threads (in the serving process, after the fork)."""
-        for index, runner in enumerate(self._runners):
-            for slot in range(self._concurrency):
+        """Start the model threads (in the serving process, after the fork).
+
+        Each instance gets as many threads as its limiter may ever allow; a thread takes
+        a permit before it takes a job, so no more than the current limit run at once.
+        """
+        for index, (runner, limiter) in enumerate(zip(self._runners, self.limiters)):
+            for slot in range(limiter.maximum):
                 thread = threading.Thread(
                     target=self._serve,
-                    args=(runner,),
+                    args=(runner, limiter),
                     name=f"model-{index}-{slot}",
                     daemon=True,
                 )
                 thread.start()
                 self._threads.append(thread)
 
-    def submit(self, payload: Any, on_done: Done, deadline: float, connection: Any = None) -> Job:
+    @property
+    def running(self) -> int:
+        """Predict calls running now."""
+        return self._running
+
+    def active(self) -> list[tuple[int, list[Job], float]]:
+        """Each predict call running now: (thread ident, its jobs, when it began)."""
+        with self._lock:
+            return [(ident, jobs, began) for ident, (jobs, began) in self._active.items()]
+
+    def admit(self) -> Admission:
+        """Take a place in the queue for a request whose body is yet to be read.
+
+        Admitted requests count against ``max_queue`` until they are submitted or
+        withdrawn, so a request the queue would refuse is refused before its body costs
+        memory or time.
+
+        Raises:
+            OverloadedError: no place is left, or the scheduler is closing (503).
+        """
+        self._check_room()
+        self._admitted += 1
+        return Admission()
+
+    def withdraw(self, admission: Admission) -> None:
+        """Give back an admitted place that was never submitted (the request failed)."""
+        if not admission.used:
+            admission.used = True
+            self._admitted -= 1
+
+    def _check_room(self) -> None:
+        if self._closing:
+            raise OverloadedError("the server is shutting down")
+        pending = self.queue_depth + self._admitted
+        if pending >= self._max_queue and self.slots - self._running - pending <= 0:
+            raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
+
+    def submit(
+        self,
+        payload: Any,
+        on_done: Done,
+        deadline: float,
+        connection: Any = None,
+        admission: Admission | None = None,
+    ) -> Job:
         """Queue a job; ``on_done(result, error)`` is called once, on a model thread.
 
         ``deadline`` is on the scheduler's clock (``time.monotonic`` unless a test gives
@@ -117,16 +180,20 @@ class Scheduler:
         ``connection``, when given, has a ``disconnected`` property: if it is true by the
         time a thread takes the job, the job is answered ``ClientGone`` instead of run.
 
+        ``admission``, from ``admit()``, is the place already taken for this job.
+
         Raises:
             OverloadedError: the queue already holds ``max_queue`` jobs, or is closing.
         """
         now = self._clock()
         job = Job(payload, on_done, deadline=deadline, enqueued_at=now, connection=connection)
-        if self._closing:
-            raise OverloadedError("the server is shutting down")
-        pending = self.queue_depth
-        if pending >= self._max_queue and self.slots - self._running - pending <= 0:
-            raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
+        if admission is not None and not admission.used:
+            admission.used = True
+            self._admitted -= 1
+            if self._closing:
+                raise OverloadedError("the server is shutting down")
+        else:
+            self._check_room()
         self._queue.put(job)
         return job
 
@@ -171,26 +238,32 @@ class Scheduler:
             else:
                 return job
 
-    def _serve(self, runner: Runner) -> None:
+    def _serve(self, runner: Runner, limiter: Limiter) -> None:
         # Runs on a model thread until it pops its stop mark.
         policy = self._policy
         stopping = False
         while not stopping:
+            limiter.acquire()
             first = self._pop(None)
             if not isinstance(first, Job):
+                limiter.release(None)
                 return
             jobs, stopping = policy.gather(first, self._pop, self._clock)
             if policy.batches and self.on_batch is not None:
                 self.on_batch(len(jobs))
+            began = self._clock()
+            ident = threading.get_ident()
             with self._lock:
                 self._running += 1
-            began = self._clock()
+                self._active[ident] = (jobs, began)
             try:
                 outcomes = policy.run(runner, jobs)
             finally:
                 with self._lock:
                     self._running -= 1
-            ran = self._clock() - began
+                    del self._active[ident]
+                ran = self._clock() - began
+                limiter.release(ran)
             for job, (result, error) in zip(jobs, outcomes):
                 if self.on_timing is not None:  # a batched job's wait includes gathering
                     self.on_timing(began - job.enqueued_at, ran)

@@ -12,7 +12,7 @@ import enum
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from .errors import SettingsError
 
@@ -27,6 +27,7 @@ PRODUCTION_MODEL_DIRS = (
     "/mnt/project",
     *(f"/openbayes/input/input{i}" for i in range(5)),
 )
+AUTO = "auto"
 
 
 class Mode(enum.Enum):
@@ -56,6 +57,15 @@ def _positive_float(value: object) -> float:
     if not number > 0:
         raise ValueError("must be a positive number")
     return number
+
+
+def _concurrency(value: object) -> int | str:
+    if str(value).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _positive_int(value)
+    except ValueError:
+        raise ValueError("must be auto or a positive integer") from None
 
 
 def _non_negative_float(value: object) -> float:
@@ -146,8 +156,14 @@ class Settings:
         "JSON or YAML file injected as `config`. Default: config.json/config.yaml beside "
         "predictor.py, else {}.",
     )
-    predict_concurrency: int = _setting(
-        1, _positive_int, "Predicts that may run at once on each instance (the GPU lock)."
+    predict_concurrency: Union[int, str] = _setting(
+        AUTO,
+        _concurrency,
+        "Predicts that may run at once on each instance: a number pins it (the GPU lock); "
+        "auto adapts it between 1 and max_predict_concurrency from measured call times.",
+    )
+    max_predict_concurrency: int = _setting(
+        10, _positive_int, "The most predicts at once on each instance under auto."
     )
     max_queue: int = _setting(
         128, _non_negative_int, "Requests that may wait for a predict slot before 503."
@@ -155,8 +171,21 @@ class Settings:
     request_timeout: float = _setting(
         60.0, _positive_float, "Seconds a request may take, queue wait included, before 504."
     )
+    predict_timeout: float = _setting(
+        0.0,
+        _non_negative_float,
+        "Seconds after which a running predict counts as stuck: /readyz turns 503, the "
+        "log shows its stack, and when only stuck predicts are left the process exits 4. "
+        "0 (the default) turns the watchdog off.",
+    )
     max_body_size: int = _setting(
         32 * 1024 * 1024, _positive_int, "Largest request body in bytes; larger is 413."
+    )
+    max_body_memory: int = _setting(
+        0,
+        _non_negative_int,
+        "Bytes of request bodies a worker holds at once (counted from Content-Length when "
+        "a request is admitted); beyond it requests get 503. 0: 4 x max_body_size.",
     )
     preprocess_threads: int = _setting(
         32, _positive_int, "Threads that run preprocess() and postprocess() outside the lock."
@@ -225,6 +254,22 @@ class Settings:
     def is_local(self) -> bool:
         """True outside production and job containers: tracebacks are shown."""
         return self.mode is Mode.LOCAL
+
+    @property
+    def body_memory(self) -> int:
+        """The bytes of request bodies one worker may hold at once."""
+        return self.max_body_memory or 4 * self.max_body_size
+
+    @property
+    def concurrency_pin(self) -> int | None:
+        """The pinned predict concurrency, or None when it adapts (``auto``)."""
+        value = self.predict_concurrency
+        return value if isinstance(value, int) else None
+
+    @property
+    def max_calls_per_instance(self) -> int:
+        """The most predict calls one instance may ever run at once."""
+        return self.concurrency_pin or self.max_predict_concurrency
 
     @property
     def bind_port(self) -> int:

@@ -7,6 +7,7 @@ threshold, to miss just past it, and to give no verdict when a figure is missing
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ for _scenario in ("s4", "s4d"):
 GOOD[("s4.share_other", REF)] = 42.0
 
 
-def medians(changes: dict[tuple[str, str], float | None] | None = None) -> Medians:
+def medians(changes: Mapping[tuple[str, str], float | None] | None = None) -> Medians:
     """GOOD with ``changes`` applied (None removes a figure), as the report reads medians."""
     figures: dict[tuple[str, str], float | None] = {**GOOD, **(changes or {})}
     return lambda metric, runtime: figures.get((metric, runtime))

@@ -18,7 +18,7 @@ def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[request
 
 
 def test_preprocess_overlaps_while_predict_never_runs_twice(serve):
-    server = serve("pipeline_timing")
+    server = serve("pipeline_timing", "--predict-concurrency", "1")
     started = time.monotonic()
     answers = post_many(server.url, [{"id": i} for i in range(10)])
     wall = time.monotonic() - started

@@ -45,7 +45,7 @@ def test_every_setting_has_a_flag_an_env_var_a_default_and_a_readme_row():
             {},
             [],
             {"OPENBAYES_SERVING_PREDICT_CONCURRENCY": "0"},
-            "predict_concurrency must be a positive integer "
+            "predict_concurrency must be auto or a positive integer "
             "(got '0' from OPENBAYES_SERVING_PREDICT_CONCURRENCY)",
         ),
         (
@@ -108,3 +108,20 @@ def test_lists_parse_from_commas_or_sequences():
     assert resolve_settings({}, ["--devices", "cuda:0, cuda:1"], {}).devices == ("cuda:0", "cuda:1")
     assert resolve_settings({"devices": ["cpu", "cpu"]}, [], {}).devices == ("cpu", "cpu")
     assert resolve_settings({}, ["--cors-origins", ""], {}).cors_origins == ()
+
+
+def test_predict_concurrency_is_auto_by_default_and_a_number_pins_it():
+    auto = resolve_settings({}, [], {})
+    assert (auto.predict_concurrency, auto.concurrency_pin, auto.max_calls_per_instance) == (
+        "auto",
+        None,
+        10,
+    )
+    pinned = resolve_settings({}, ["--predict-concurrency", "2"], {})
+    assert (pinned.concurrency_pin, pinned.max_calls_per_instance) == (2, 2)
+    wider = resolve_settings({"max_predict_concurrency": 16}, [], {})
+    assert wider.max_calls_per_instance == 16
+    assert (
+        resolve_settings({}, [], {"OPENBAYES_SERVING_PREDICT_CONCURRENCY": "AUTO"}).concurrency_pin
+        is None
+    )

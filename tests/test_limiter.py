@@ -1,0 +1,168 @@
+"""Adaptive predict concurrency: the limiter's rule, and the scheduler under real load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openbayes_serving.limiter import Limiter
+from openbayes_serving.scheduler import Scheduler
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def window(
+    limiter: Limiter, clock: FakeClock, seconds: Callable[[int], float], running: int = 1000
+) -> None:
+    """Calls as many at once as the limit allows (and ``running``), each ``seconds(n)``."""
+    for _ in range(max(2 * limiter.limit, 8)):
+        n = min(running, limiter.limit)
+        for _ in range(n):
+            limiter.acquire()
+        clock.now += seconds(n)
+        for _ in range(n):
+            limiter.release(seconds(n))
+
+
+def test_calls_that_keep_their_time_as_more_run_raise_the_limit_to_the_maximum():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    for _ in range(20):
+        window(limiter, clock, lambda n: 0.05)
+    assert limiter.limit == 10
+
+
+def test_calls_that_slow_in_proportion_to_how_many_run_bring_it_back_down():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    seen = []
+    for _ in range(20):
+        window(limiter, clock, lambda n: 0.005 * n)
+        seen.append(limiter.limit)
+    assert max(seen) <= 2
+
+
+def test_no_rise_without_demand():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    limiter.limit = 4
+    for _ in range(5):
+        window(limiter, clock, lambda n: 0.05, 1)  # one call at a time: never at the limit
+    assert limiter.limit == 4
+
+
+def test_a_pinned_limit_never_moves():
+    clock = FakeClock()
+    limiter = Limiter(1, 1, adaptive=False, clock=clock)
+    for _ in range(5):
+        window(limiter, clock, lambda n: 0.05, 1)
+    assert limiter.limit == 1
+
+
+def load(
+    runner: Callable[[Any], Any], limiter: Limiter, seconds: float, clients: int = 24
+) -> Scheduler:
+    """Closed-loop load on a scheduler for ``seconds``."""
+    scheduler = Scheduler([runner], max_queue=1000, limiters=[limiter])
+    scheduler.start()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < stop:
+            done = threading.Event()
+            scheduler.submit(None, _setter(done), time.monotonic() + 10)
+            done.wait(10)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 15)
+    scheduler.close(5)
+    return scheduler
+
+
+def _setter(event: threading.Event) -> Callable[[Any, Any], None]:
+    return lambda result, error: event.set()
+
+
+class Gauge:
+    """Counts the calls running at once; keeps the peak and when it was reached."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.reached: dict[int, float] = {}
+        self.started = time.monotonic()
+
+    def enter(self) -> int:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.reached.setdefault(self.now, time.monotonic() - self.started)
+            return self.now
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def test_an_io_bound_predict_reaches_8_at_once_within_2_seconds():
+    gauge = Gauge()
+
+    def io(_: Any) -> None:
+        gauge.enter()
+        time.sleep(0.05)
+        gauge.leave()
+
+    load(io, Limiter(1, 10, adaptive=True), seconds=2.0)
+    assert gauge.peak >= 8
+    assert gauge.reached[8] < 2.0
+
+
+def test_a_predict_holding_the_gil_stays_at_2_or_fewer():
+    gauge = Gauge()
+
+    def compute(_: Any) -> None:
+        gauge.enter()
+        end = time.perf_counter() + 0.005
+        while time.perf_counter() < end:  # pure Python: holds the GIL
+            pass
+        gauge.leave()
+
+    # Few client threads: they take the GIL too, which a server's one event loop does not.
+    load(compute, Limiter(1, 10, adaptive=True), seconds=1.5, clients=6)
+    assert gauge.peak <= 2
+
+
+def test_a_saturated_device_stays_at_2_or_fewer():
+    gauge = Gauge()
+
+    def device(_: Any) -> None:
+        running = gauge.enter()
+        time.sleep(0.005 * running)  # each call slows in proportion to how many run
+        gauge.leave()
+
+    load(device, Limiter(1, 10, adaptive=True), seconds=1.5, clients=6)
+    assert gauge.peak <= 2
+
+
+def test_an_explicit_limit_of_1_is_never_exceeded():
+    gauge = Gauge()
+
+    def io(_: Any) -> None:
+        gauge.enter()
+        time.sleep(0.01)
+        gauge.leave()
+
+    load(io, Limiter(1, 1, adaptive=False), seconds=0.5)
+    assert gauge.peak == 1
