@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from .batching import policy_for
+from .config import concurrency_pin
 from .dispatch import Dispatcher
 from .errors import OverloadedError, PredictorError, QueueTimeoutError, StartupError
 from .limiter import Limiter
@@ -162,7 +163,7 @@ class Lifecycle:
             [self.pipeline.runner(instance) for instance in instances],
             max_queue=self.settings.max_queue,
             policy=policy_for(self.spec.batch),
-            limiters=self._limiters(),
+            limiters=self._limiters(instances),
         )
         self.scheduler.on_batch = self.metrics.observe_batch
         self.scheduler.on_timing = self.metrics.observe_timing
@@ -193,14 +194,18 @@ class Lifecycle:
             f", batch {self.spec.batch.max_batch_size}" if self.spec.batch else "",
         )
 
-    def _limiters(self) -> list[Limiter]:
-        """One limiter per instance: pinned by the setting, else adaptive (``auto``)."""
-        pin = self.settings.concurrency_pin
-        maximum = self.settings.max_calls_per_instance
-        limiters = [
-            Limiter(pin or 1, maximum, adaptive=pin is None, name=f"instance {i} ({device})")
-            for i, device in enumerate(self.settings.devices)
-        ]
+    def _limiters(self, instances: list[Any]) -> list[Limiter]:
+        """One limiter per instance: pinned, else adaptive (``auto``).
+
+        The ``predict_concurrency`` setting pins it; so does ``config.limit_concurrency``
+        called in ``__init__`` (the setting wins).
+        """
+        limiters = []
+        for i, (instance, device) in enumerate(zip(instances, self.settings.devices)):
+            pin = concurrency_pin(self.settings, instance)
+            maximum = pin or self.settings.max_predict_concurrency
+            name = f"instance {i} ({device})"
+            limiters.append(Limiter(pin or 1, maximum, adaptive=pin is None, name=name))
 
         def publish(limit: int) -> None:
             self.metrics.concurrency_limit.set(sum(limiter.limit for limiter in limiters))
