@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 import re
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -115,15 +116,19 @@ def _check_answerable(value: Any, body: bytes) -> None:
     """Refuse a decoded body that an answer could not hold (too deep, or of odd types).
 
     orjson walks it in C: the value, inside enough lists that it fails past MAX_DEPTH
-    levels, is encoded and dropped (bytes as null). Without a wrapper when the body is too
-    short to nest that deep.
+    levels, is encoded and dropped (bytes as null). Without the lists when the body is too
+    short to nest that deep; each thread keeps its chain of lists, built once.
     """
-    probe = value
+    chain = None
     if len(body) > MAX_DEPTH:
-        for _ in range(_ENCODER_DEPTH - MAX_DEPTH):
-            probe = [probe]
+        chain = getattr(_chains, "chain", None) or _new_chain()
+        chain[1][0] = value
     try:
-        orjson.dumps(probe, default=_probe_default, option=orjson.OPT_NON_STR_KEYS)
+        orjson.dumps(
+            value if chain is None else chain[0],
+            default=_probe_default,
+            option=orjson.OPT_NON_STR_KEYS,
+        )
     except orjson.JSONEncodeError as exc:
         if isinstance(exc.__cause__, TypeError):
             reason = str(exc.__cause__)  # a Timestamp (the one extension msgpack decodes)
@@ -132,6 +137,22 @@ def _check_answerable(value: Any, body: bytes) -> None:
         else:
             reason = "its map keys must be strings"  # bytes keys: JSON has no such key
         raise BadRequestError(f"request body cannot be answered: {reason}") from None
+    finally:
+        if chain is not None:
+            chain[1][0] = None
+
+
+_chains = threading.local()
+
+
+def _new_chain() -> tuple[list[Any], list[Any]]:
+    """``_ENCODER_DEPTH - MAX_DEPTH`` nested lists: (the outermost, the innermost)."""
+    inner: list[Any] = [None]
+    outer = inner
+    for _ in range(_ENCODER_DEPTH - MAX_DEPTH - 1):
+        outer = [outer]
+    _chains.chain = (outer, inner)
+    return outer, inner
 
 
 def decode_json_param(body: bytes, content_type: str | None) -> Any:
