@@ -198,6 +198,7 @@ def stages(predictor: Any) -> Callable[[bytes], Any]:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -370,6 +371,7 @@ def measure_alone(work: Workload, call: Callable[[bytes], Any]) -> Figures:
 
 
 def figures_of(rate: float, p50: float, answers: list[Any], work: Workload) -> Figures:
+    """The figures of one contender: its rate, its p50 and, for OCR, its exact share."""
     figures = {"rate": rate, "p50": p50}
     if work.pages:
         figures["exact"] = exact_share(answers, work.pages)
@@ -415,6 +417,7 @@ def contend(work: Workload, reps: int, rapidocr: bool) -> dict[str, list[Figures
 
 
 def median_of(results: dict[str, list[Figures]], name: str, key: str) -> float | None:
+    """The median of one figure over a contender's repetitions (None if it has none)."""
     values = [figures[key] for figures in results.get(name, []) if key in figures]
     return statistics.median(values) if values else None
 
@@ -444,6 +447,7 @@ def rows_of(scenario: str, work: Workload, results: dict[str, list[Figures]]) ->
 
 
 def verdict(value: float | None, goal: float, higher_is_better: bool) -> str:
+    """PASS or MISS against a goal, n/a without a value."""
     if value is None:
         return "n/a"
     ok = value >= goal if higher_is_better else value <= goal
@@ -486,6 +490,7 @@ def measure(
 
 
 def cell(value: float | None, metric: str) -> str:
+    """A figure as the table shows it."""
     if value is None:
         return "n/a"
     if metric.startswith("lines"):

@@ -121,11 +121,13 @@ def serve_example(directory: Path) -> Server:
 
 @pytest.fixture(scope="module")
 def ocr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of examples/ocr with its models."""
     return made_example("ocr", tmp_path_factory.mktemp("examples"))
 
 
 @pytest.fixture(scope="module")
 def ocr_server(ocr_dir: Path) -> Iterator[Server]:
+    """The OCR example served for the module's tests; it must exit 0 on SIGTERM."""
     server = serve_example(ocr_dir)
     yield server
     assert server.stop() == 0
@@ -151,6 +153,7 @@ def ocr_predictor(ocr_dir: Path) -> Any:
 
 
 def png(image: Image.Image) -> bytes:
+    """The image as PNG bytes."""
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -286,8 +289,10 @@ def test_ocr_example_request_is_the_sample_for_the_page(ocr_server: Server) -> N
 
 
 class QuietFileHandler(SimpleHTTPRequestHandler):
+    """Serves files without logging each request."""
+
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
 
 @pytest.fixture
@@ -317,6 +322,7 @@ def test_ocr_fetches_an_image_url_and_reads_the_same_text(
 
 
 def jpeg(image: Image.Image) -> bytes:
+    """The image as JPEG bytes (quality 90)."""
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90)
     return out.getvalue()
@@ -369,6 +375,7 @@ def test_ocr_refuses_bad_input_with_clear_json_errors(
 
 @pytest.fixture(scope="module")
 def vad_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The VAD example served for the module's tests; it must exit 0 on SIGTERM."""
     server = serve_example(made_example("vad-torch", tmp_path_factory.mktemp("examples")))
     yield server
     assert server.stop() == 0
@@ -385,6 +392,7 @@ def speech(text: str, path: Path) -> tuple[np.ndarray, int]:
 
 
 def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
+    """16-bit PCM WAV bytes of samples in [-1, 1], the same on every channel."""
     pcm = np.clip(samples * 32767, -32768, 32767).astype("<i2")
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:

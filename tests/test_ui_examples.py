@@ -60,6 +60,8 @@ class ExampleServer(FakeServer):
 
 
 class ExampleHandler(FakeHandler):
+    """GET / and /ui/* (the page, the declared example), POST / (the configured answer)."""
+
     server: ExampleServer
 
     def do_GET(self) -> None:
@@ -88,6 +90,7 @@ class ExampleHandler(FakeHandler):
 
 @pytest.fixture(scope="module")
 def example_server() -> Iterator[ExampleServer]:
+    """One fake server for the module; each test sets the example it declares."""
     with running(ExampleServer()) as server:
         yield server
 
@@ -115,10 +118,12 @@ def pixel(page: Any, x: int, y: int) -> tuple[int, int, int]:
 
 
 def close_to(color: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
+    """Within 8 of the expected colour on each channel (anti-aliasing, colour profiles)."""
     return all(abs(a - b) <= 8 for a, b in zip(color, expected))
 
 
 def wait_for_boxes(page: Any) -> None:
+    """Wait until the page shows the image sent with the answered boxes."""
     page.wait_for_selector("#result-boxes", state="visible")
 
 
@@ -209,6 +214,7 @@ def test_page_draws_no_boxes_when_a_json_request_is_answered_with_boxes(
 
 @pytest.fixture(scope="module")
 def ocr_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real OCR example, served by the runtime."""
     server = serve_example(made_example("ocr", tmp_path_factory.mktemp("examples")))
     yield server.url
     assert server.stop() == 0
