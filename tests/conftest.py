@@ -148,3 +148,16 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
     )
     thread.start()
     return thread
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-server leg of a two-transport test runs only when the test is marked http."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        over_http = callspec is not None and callspec.params.get("target") == "http"
+        (dropped if over_http and item.get_closest_marker("http") is None else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -163,7 +163,8 @@ def line_image(text: str, font_file: Path, size: int, pad: int = 20) -> Image.Im
     """One line of black text on white, ``pad`` pixels around it."""
     font = ImageFont.truetype(str(font_file), size)
     left, top, right, bottom = font.getbbox(text)
-    image = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), "white")
+    size_px = (int(right - left) + 2 * pad, int(bottom - top) + 2 * pad)
+    image = Image.new("RGB", size_px, "white")
     ImageDraw.Draw(image).text((pad - left, pad - top), text, font=font, fill="black")
     return image
 
@@ -218,7 +219,7 @@ DOCUMENT = [  # (text, font, x) drawn one under the other
 ]
 
 
-def document() -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+def document() -> tuple[Image.Image, list[tuple[float, float, float, float]]]:
     """A page with DOCUMENT's lines, and where each was drawn (left, top, right, bottom)."""
     image = Image.new("RGB", (900, 620), (252, 250, 245))
     pen = ImageDraw.Draw(image)
