@@ -62,6 +62,19 @@ def _unrecoverable(exc: BaseException, request_id: str, details: bool) -> ErrorA
     return ErrorAnswer(500, _with_traceback(body, exc, details), log="exception", fatal=True)
 
 
+def _out_of_memory(exc: BaseException, request_id: str, details: bool) -> ErrorAnswer:
+    body = {"error": "out of device memory: retry later, or send a smaller input"}
+    body["request_id"] = request_id
+    headers = ((b"retry-after", b"1"),)
+    return ErrorAnswer(503, _with_traceback(body, exc, details), headers, log="exception")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Torch's (CUDA or other device) out-of-memory error, recognised without importing torch."""
+    kind = type(exc)
+    return kind.__name__ == "OutOfMemoryError" and kind.__module__.split(".")[0] == "torch"
+
+
 def _client_gone(exc: BaseException, request_id: str, details: bool) -> ErrorAnswer:
     return ErrorAnswer(499, {"error": "the client left"}, send=False)
 
@@ -96,6 +109,8 @@ def error_answer(exc: BaseException, request_id: str = "-", details: bool = Fals
         rule = RULES.get(cls)
         if rule is not None:
             return rule(exc, request_id, details)
+    if _is_out_of_memory(exc):
+        return _out_of_memory(exc, request_id, details)
     if "werkzeug" in sys.modules:  # else nothing can have raised werkzeug's abort()
         from . import flask_compat
 

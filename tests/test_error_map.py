@@ -99,3 +99,16 @@ def test_werkzeug_abort_keeps_its_status():
 
     answer = error_answer(Forbidden("no entry"))
     assert (answer.status, answer.body) == (403, {"error": "no entry"})
+
+
+def test_a_device_out_of_memory_is_503_with_retry_after_and_no_details_in_production():
+    out_of_memory = type("OutOfMemoryError", (RuntimeError,), {"__module__": "torch.cuda"})
+    answer = error_answer(out_of_memory("CUDA out of memory. Tried to allocate 2 GiB"), "r-1")
+    assert answer.status == 503
+    assert dict(answer.headers) == {b"retry-after": b"1"}
+    assert answer.body == {
+        "error": "out of device memory: retry later, or send a smaller input",
+        "request_id": "r-1",
+    }
+    assert answer.log == "exception"
+    assert error_answer(type("OutOfMemoryError", (RuntimeError,), {})("x")).status == 500
