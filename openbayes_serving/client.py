@@ -103,9 +103,10 @@ class Client:
         api_key: Sent as ``Authorization: Bearer KEY`` when the server requires a key.
         max_retries: How many times a call is sent again after a refused connection or a
             503, waiting as ``Retry-After`` says (else 0 s, 1 s, 2 s...), never past the
-            deadline. Only refusals are retried (a 503 follows a started predict only when
-            a drain ran out of time); a reset connection, a timeout or any other status is
-            not: predict may have run to its end. 0 sends each call once.
+            deadline. Only what gave no result is retried (a 503 follows a started predict
+            only when it produced nothing: out of memory, a drain cut short); a reset
+            connection, a timeout or any other status is not: predict may have run to its
+            end. 0 sends each call once.
     """
 
     def __init__(

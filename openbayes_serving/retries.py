@@ -1,11 +1,12 @@
 """How the client retries: urllib3's ``Retry`` bounded by each call's deadline.
 
 Imported when a ``Client`` is made (it loads requests and urllib3). A call retries what
-the server refused: a connection that could not be made (nothing was sent) and a 503 (the
+gave no result: a connection that could not be made (nothing was sent) and a 503 (the
 runtime answers 503 before predict runs: queue full, model loading, draining; after it
-started only when a drain runs out of ``graceful_timeout`` and the answer is lost). A
-reset connection, a read timeout or any other status is never retried: predict may have
-run to its end. It waits as ``Retry-After`` says, else backs off exponentially, at most
+started only when it produced nothing: a device out of memory, a drain that ran out of
+``graceful_timeout``). A reset connection, a read timeout or any other status is never
+retried: predict may have run to its end. It waits as ``Retry-After`` says, else backs
+off exponentially, at most
 ``max_retries`` times, and never starts a retry that its deadline would not let finish:
 each call sets that deadline (``deadline``) around its request, and each attempt tells the
 server the time then left in ``X-Request-Timeout`` (``TimeLeft``).
