@@ -296,7 +296,7 @@ def image_url(image_server):  # noqa: F811
 def test_published_mobilenetv2_onnx_with_limit_concurrency(serve, tmp_path, image_url):
     app = _copy(_published("onnx/image-classifier-mobilenetv2", "cv2", "scipy"), tmp_path)
     _export_mobilenet_v2(app / "mobilenetv2-7.onnx", "data")  # fetch_models.sh's name
-    server = serve(app / "predictor.py", cwd=app, timeout=120)
+    server = serve(app / "predictor.py", cwd=app, timeout=300)
     rv = requests.post(server.url, json={"url": image_url}, timeout=60)
     assert rv.status_code == 200, rv.text
     assert rv.json()["label"] in _labels(app / "imagenet_class_index.json")
@@ -315,7 +315,7 @@ def test_published_resnet50_classifiers(serve, tmp_path, image_url, name, send):
 
     app = _copy(_published(name, "cv2"), tmp_path)
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), app / "resnet50.pt")
-    server = serve(app / "predictor.py", cwd=app, timeout=120)
+    server = serve(app / "predictor.py", cwd=app, timeout=300)
     if send == "url":
         rv = requests.post(server.url, json={"url": image_url}, timeout=120)
     else:
@@ -337,7 +337,7 @@ def test_published_object_detector_with_limit_concurrency(serve, tmp_path, image
         weights=None, weights_backbone=None
     )
     torch.save(model.state_dict(), app / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")
-    server = serve(app / "predictor.py", cwd=app, timeout=180)
+    server = serve(app / "predictor.py", cwd=app, timeout=300)
     rv = requests.post(server.url, json={"url": image_url, "threshold": "0.0"}, timeout=300)
     assert rv.status_code == 200, rv.text
     boxes, classes = rv.json()
@@ -383,7 +383,7 @@ def test_published_yolov5_needs_a_trusted_checkpoint_then_serves(serve, tmp_path
     assert "set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1" in refused.stderr
 
     (app / ".env").write_text("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1\n")
-    server = serve(app / "predictor.py", cwd=app, timeout=180)
+    server = serve(app / "predictor.py", cwd=app, timeout=300)
     rv = requests.post(server.url, json={"url": image_url, "threshold": "0.2"}, timeout=300)
     assert rv.status_code == 200, rv.text
     boxes, classes = rv.json()
