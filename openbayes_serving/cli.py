@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace, rest: Sequence[str]) -> int:
     if args.ray_replicas is not None:
         from .ray import serve_directory
 
+        launcher.load_dotenv(Path(args.dir) / ".env")  # as for start.sh and predictor.py
         return serve_directory(Path(args.dir), args.ray_replicas, rest)
     launcher.launch(Path(args.dir), rest)
     return 0  # not reached: launch replaces the process

@@ -256,7 +256,10 @@ def test_ray_deployment_asks_one_gpu_per_cuda_device_of_each_replica():
     settings = resolve_settings({"devices": "cuda:0,cuda:1"})
     options = deployment_options(inspect_predictor(_Plain, settings), settings, 2, num_cpus=0.5)
     assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 2}
-    assert options["max_ongoing_requests"] == 2 + settings.max_queue
+    # auto: up to max_predict_concurrency predicts on each of the two instances
+    assert (
+        options["max_ongoing_requests"] == 2 * settings.max_predict_concurrency + settings.max_queue
+    )
 
 
 # ---- the replica's ASGI app, in-process (no Ray needed) -----------------------------------
