@@ -42,7 +42,7 @@ from .errors import (
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx allows 32 KiB by default
 LINGER_SECONDS = 2.0  # how long a closing connection's further bytes are read and dropped
-LINGER_MAX_BYTES = 1024 * 1024  # past this many dropped bytes the close is immediate
+LINGER_MAX_BYTES = 64 * 1024 * 1024  # past this many dropped bytes the close is immediate
 DRAIN_IDLE_SECONDS = 1.0  # how long an idle connection may still bring a request when draining
 
 _TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
