@@ -188,7 +188,7 @@ class ServingApp:
 
     async def greeting(self, request: Request, send: Send) -> int:
         """``GET /``: the try-it page for a browser, else a JSON greeting (once loaded)."""
-        await self.lifecycle.until_loaded(request.deadline, request.timeout)
+        await self.lifecycle.until_loaded(request)
         if request.accept and "text/html" in request.accept:
             page = ui_file("index.html")
             return await self._out.respond(send, request, 200, page, "text/html; charset=utf-8")
@@ -202,8 +202,18 @@ class ServingApp:
         return await self._out.json(send, request, status, {"status": health.value})
 
     async def readyz(self, request: Request, send: Send) -> int:
-        """``GET /readyz``: 200 once the model is loaded and until draining starts."""
+        """``GET /readyz``: 200 once the model is loaded (and warmed up) until draining starts.
+
+        A predictor with ``health()`` is asked too (at most once a second, on a thread,
+        within a timeout): a failure answers 503 with the reason.
+        """
         health = self.lifecycle.health
+        probe = self.lifecycle.health_probe
+        if health is Health.READY and probe is not None:
+            reason = await probe.check()
+            if reason is not None:
+                body = {"status": "unhealthy", "reason": reason}
+                return await self._out.json(send, request, 503, body)
         status = 200 if health is Health.READY else 503
         return await self._out.json(send, request, status, {"status": health.value})
 

@@ -1,7 +1,8 @@
 """Hand predict calls from the event loop to the model threads and bring results back.
 
 The bridge between asyncio and the scheduler's threads: one future per request, a timer
-for ``request_timeout``, and one loop wake-up per group of results.
+for the request's deadline (``request_timeout``, or the client's ``X-Request-Timeout``
+when smaller), and one loop wake-up per group of results.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Dispatcher:
 
         Raises:
             OverloadedError: the queue is full (503).
-            QueueTimeoutError: no result before ``deadline`` (504); the job leaves the queue.
+            QueueTimeoutError: no result before the request's deadline (504); a job still
+                queued leaves the queue, a running one is left to finish (its
+                ``cancelled``, when it asked, is set by the handler).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -44,8 +47,13 @@ class Dispatcher:
         if completions is None:
             completions = self._completions = _Completions(loop)
 
+        request = call.request
+
         def on_done(result: Any, error: BaseException | None) -> None:
             if result is not STREAMED:
+                if error is not None and isinstance(error, QueueTimeoutError):
+                    # the scheduler's 504: the request's own names the deadline that applied
+                    error = request.deadline_error("request did not start")
                 completions.settle(future, result, error)
 
         def open_stream() -> Channel:
@@ -54,20 +62,21 @@ class Dispatcher:
             completions.settle(future, StreamStart(channel, event), None)
             return channel
 
-        request = call.request
         remaining = request.deadline - time.monotonic()
         if remaining <= 0:
-            raise QueueTimeoutError("request timed out before predict")
+            raise request.deadline_error("request did not reach predict")
         call.open_stream = open_stream
         job = self.scheduler.submit(call, on_done, request.deadline, request, call.admission)
 
         def expire() -> None:
             if not future.done():
                 self.scheduler.cancel(job)
-                logger.warning("request timed out after %.1fs: answered 504", request.timeout)
-                future.set_exception(
-                    QueueTimeoutError(f"request did not finish within {request.timeout:g}s")
+                logger.warning(
+                    "request timed out after %.1fs (%s): answered 504",
+                    request.timeout,
+                    request.deadline_source,
                 )
+                future.set_exception(request.deadline_error("request did not finish"))
 
         timer = loop.call_later(remaining, expire)
         try:

@@ -6,20 +6,28 @@ this one; a request refused here costs no body read and no parsing. Then the bod
 (bounded in size and time), the injected arguments, preprocess, predict on a model
 thread, postprocess, and the answer (``results``). Errors propagate to the app's
 boundary, which answers them through ``error_map``.
+
+For a predictor that asks for ``cancelled`` (and only then) a request also gets its
+``Cancelled``, a task that sets it when the client hangs up and a timer that sets it at
+the deadline; once it is set the request is answered as cancelled (499 unsent, or 504)
+whatever the stages returned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from .errors import OverloadedError
+from .errors import BadRequestError, ClientGone, OverloadedError, QueueTimeoutError
 from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .pipeline import PredictCall
-from .request import Request, Send
+from .pipeline import Pipeline, PredictCall
+from .request import Cancelled, Request, Send
 from .responses import Responder
 from .results import send_result
+from .scheduler import Admission
+from .streams import StreamStart
 
 
 class PredictHandler:
@@ -43,10 +51,15 @@ class PredictHandler:
             return await self._predict(request, send)
         finally:
             self._metrics.in_flight.dec()
+            cancelled = request.cancelled
+            if cancelled is not None and cancelled.reason is not None:
+                self._metrics.observe_cancelled(cancelled.reason)
 
     async def _predict(self, request: Request, send: Send) -> int:
+        if request.header_error is not None:
+            raise BadRequestError(request.header_error)
         lifecycle = self._lifecycle
-        await lifecycle.until_loaded(request.deadline, request.timeout)
+        await lifecycle.until_loaded(request)
         pipeline, dispatcher = lifecycle.pipeline, lifecycle.dispatcher
         if not lifecycle.serving or pipeline is None or dispatcher is None:
             reason = (
@@ -64,13 +77,13 @@ class PredictHandler:
         self._held += size
         try:
             await request.read_body(self._max_body)
-            value: Any = pipeline.resolve_args(request)
-            if pipeline.has_preprocess:
-                started = time.perf_counter()
-                value = await pipeline.preprocess(value, request)
-                self._metrics.observe_stage("preprocess", time.perf_counter() - started)
-            result = await dispatcher.submit(PredictCall(value, request, admission=admission))
-            return await self._answer(result, request, send)
+            if pipeline.cancellable:
+                result = await self._cancellable(request, pipeline, admission)
+            else:
+                result = await self._compute(request, pipeline, admission)
+            return await send_result(
+                result, request, send, self._out, pipeline.offload, self._details
+            )
         finally:
             lifecycle.withdraw(admission)
             self._held -= size
@@ -82,11 +95,52 @@ class PredictHandler:
             return min(int(length), self._max_body)
         return self._max_body
 
-    async def _answer(self, result: Any, request: Request, send: Send) -> int:
-        pipeline = self._lifecycle.pipeline
-        assert pipeline is not None
+    async def _compute(self, request: Request, pipeline: Pipeline, admission: Admission) -> Any:
+        """Injection, preprocess, predict, postprocess: what the answer is made of."""
+        value: Any = pipeline.resolve_args(request)
+        if pipeline.has_preprocess:
+            started = time.perf_counter()
+            value = await pipeline.preprocess(value, request)
+            self._metrics.observe_stage("preprocess", time.perf_counter() - started)
+        dispatcher = self._lifecycle.dispatcher
+        assert dispatcher is not None
+        result = await dispatcher.submit(PredictCall(value, request, admission=admission))
         if pipeline.has_postprocess:
             started = time.perf_counter()
-            result = await pipeline.postprocess(result)
+            result = await pipeline.postprocess(result, request)
             self._metrics.observe_stage("postprocess", time.perf_counter() - started)
-        return await send_result(result, request, send, self._out, pipeline.offload, self._details)
+        return result
+
+    async def _cancellable(self, request: Request, pipeline: Pipeline, admission: Admission) -> Any:
+        """``_compute`` with the request's ``Cancelled``, set on hang-up or at the deadline.
+
+        The watcher and the timer last until the result is ready; a stream's own watcher
+        then takes over (``streams``). A request cancelled by then is answered as such.
+        """
+        cancelled = request.cancelled = Cancelled()
+        watcher = asyncio.ensure_future(request.watch_disconnect())
+        timer = asyncio.get_running_loop().call_later(
+            request.deadline - time.monotonic(), cancelled.cancel, Cancelled.DEADLINE
+        )
+        try:
+            result = await self._compute(request, pipeline, admission)
+        except QueueTimeoutError:
+            cancelled.cancel(Cancelled.DEADLINE)  # answered 504 while predict still runs
+            raise
+        except Exception as exc:
+            if cancelled.reason is None:
+                raise
+            raise _cancelled_error(request, cancelled) from exc  # raised because cancelled
+        finally:
+            watcher.cancel()
+            timer.cancel()
+        if cancelled.reason is not None and not isinstance(result, StreamStart):
+            raise _cancelled_error(request, cancelled)
+        return result
+
+
+def _cancelled_error(request: Request, cancelled: Cancelled) -> Exception:
+    """How a cancelled request ends: nothing sent to a client that left, else 504."""
+    if cancelled.reason == Cancelled.DISCONNECT:
+        return ClientGone()
+    return request.deadline_error("request did not finish")

@@ -17,6 +17,8 @@ data        the raw body bytes, whatever the content type
 params      the query arguments (werkzeug MultiDict); ``args`` is the same
 headers     the request headers (case-insensitive)
 request     a flask.Request over the same HTTP request
+cancelled   set when the client hangs up or the deadline passes (``Cancelled``);
+            postprocess and a predict that takes preprocess's result may ask too
 ==========  ========================================================================
 """
 
@@ -32,7 +34,8 @@ from .sessions import open_session
 from .settings import Settings
 
 INIT_NAMES = ("onnx", "config", "device")
-REQUEST_NAMES = ("json", "payload", "data", "params", "args", "headers", "request")
+CANCELLED = "cancelled"
+REQUEST_NAMES = ("json", "payload", "data", "params", "args", "headers", "request", CANCELLED)
 
 
 RequestResolver = Callable[[Request], Any]
@@ -64,6 +67,7 @@ REQUEST_RESOLVERS: dict[str, RequestResolver] = {
     "args": _params,
     "headers": _headers,
     "request": _request,
+    CANCELLED: lambda r: r.cancelled,  # made by the handler for predictors that ask
 }
 
 

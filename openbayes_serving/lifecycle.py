@@ -1,9 +1,10 @@
 """The serving process's life: load the model, serve, drain, stop, and the exit codes.
 
 One start-up path for every host (the gunicorn worker, a Ray replica, ``LocalClient``):
-build an instance per device, the pipeline, the scheduler and its model threads, start
-``run()``, turn ready. The host learns of a fatal error through ``on_fatal(code, drain)``
-and decides how to leave with the code.
+build an instance per device and warm it up (``warmup()``), the pipeline, the scheduler
+and its model threads, start ``run()``, turn ready; ``/readyz`` then also asks the
+predictor's ``health()`` (``health_probe``). The host learns of a fatal error through
+``on_fatal(code, drain)`` and decides how to leave with the code.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .batching import policy_for
 from .config import concurrency_pin
 from .dispatch import Dispatcher
-from .errors import OverloadedError, PredictorError, QueueTimeoutError, StartupError
+from .errors import OverloadedError, PredictorError, StartupError
+from .instances import HealthProbe, build_instance, warm_up
 from .limiter import Limiter
 from .metrics import Metrics
 from .pipeline import Pipeline
-from .predictor import PredictorSpec, build_instance
+from .predictor import PredictorSpec
 from .scheduler import Admission, Scheduler
 from .settings import Settings
 from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from .request import Request
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class Lifecycle:
         self.scheduler: Scheduler | None = None
         self.dispatcher: Dispatcher | None = None
         self.watchdog: Watchdog | None = None
+        self.health_probe: HealthProbe | None = None  # when the predictor has health()
         self.load_error: PredictorError | None = None
         self.waiting_for_load = 0  # requests that came while the model loads (event loop)
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -97,15 +103,15 @@ class Lifecycle:
         """Predict calls running now."""
         return self.scheduler.running if self.scheduler is not None else 0
 
-    async def until_loaded(self, deadline: float, timeout: float) -> None:
+    async def until_loaded(self, request: Request) -> None:
         """Wait (on the event loop) while the model loads, as a queued request would.
 
-        Returns at once unless the model is still loading. Waiting requests count
-        against ``max_queue``.
+        Returns at once unless the model is still loading (or warming up). Waiting
+        requests count against ``max_queue``.
 
         Raises:
             OverloadedError: ``max_queue`` requests already wait (503).
-            QueueTimeoutError: the model did not load before ``deadline`` (504).
+            QueueTimeoutError: the model did not load before the request's deadline (504).
         """
         if self.health is not Health.STARTING:
             return
@@ -122,9 +128,9 @@ class Lifecycle:
             self._waiters.append((loop, future))
         self.waiting_for_load += 1
         try:
-            await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(future, max(0.0, request.deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            raise QueueTimeoutError(f"the model did not load within {timeout:g}s") from None
+            raise request.deadline_error("the model did not load") from None
         finally:
             self.waiting_for_load -= 1
 
@@ -149,14 +155,8 @@ class Lifecycle:
     def load(self) -> None:
         """Build every instance and start the model threads (on a loader thread)."""
         started = time.monotonic()
-        try:
-            instances = [build_instance(self.spec, self.settings, d) for d in self.settings.devices]
-        except PredictorError as exc:
-            self._fail_to_load(exc)
-            return
-        except Exception as exc:  # a bug below the predictor: still one line, still exit 3
-            logger.exception("building the model failed")
-            self._fail_to_load(PredictorError(f"building the model failed: {exc}"))
+        instances = self._build()
+        if instances is None:
             return
         self.pipeline = Pipeline(self.spec, instances, self.pool)
         self.scheduler = Scheduler(
@@ -177,7 +177,8 @@ class Lifecycle:
                 lambda: self.fail(EXIT_FATAL, True),
             )
             self.watchdog.start()
-        self.metrics.set_load_time(time.monotonic() - started)
+        if self.spec.has_health:
+            self.health_probe = HealthProbe([i.health for i in instances], self.spec.file)
         self._set_health(Health.READY)  # before run() starts: a run() that fails stays failed
         if self.spec.has_run:
             for instance in instances:
@@ -193,6 +194,30 @@ class Lifecycle:
             self.settings.predict_concurrency,
             f", batch {self.spec.batch.max_batch_size}" if self.spec.batch else "",
         )
+
+    def _build(self) -> list[Any] | None:
+        """Build and warm up every instance, each in turn; None when one fails (exit 3)."""
+        built, warming = 0.0, 0.0
+        instances = []
+        try:
+            for device in self.settings.devices:
+                started = time.monotonic()
+                instance = build_instance(self.spec, self.settings, device)
+                built += time.monotonic() - started
+                warming += warm_up(self.spec, self.settings, instance)
+                instances.append(instance)
+        except PredictorError as exc:
+            self._fail_to_load(exc)
+            return None
+        except Exception as exc:  # a bug below the predictor: still one line, still exit 3
+            logger.exception("building the model failed")
+            self._fail_to_load(PredictorError(f"building the model failed: {exc}"))
+            return None
+        self.metrics.set_load_time(built)
+        if self.spec.has_warmup:
+            self.metrics.set_warmup_time(warming)
+            logger.info("%s.warmup() took %.2fs", self.spec.name, warming)
+        return instances
 
     def _limiters(self, instances: list[Any]) -> list[Limiter]:
         """One limiter per instance: pinned, else adaptive (``auto``).

@@ -76,6 +76,20 @@ class Metrics:
             multiprocess_mode="livesum",
             **kw,
         )
+        self.cancelled = Counter(
+            "openbayes_serving_cancelled",
+            "Requests whose cancelled was set (predictors that ask for it), by reason: "
+            "the client hung up (disconnect) or the deadline passed (deadline).",
+            ["reason"],
+            **kw,
+        )
+        self._cancelled = {r: self.cancelled.labels(r) for r in ("disconnect", "deadline")}
+        self.warmup_seconds = Gauge(
+            "openbayes_serving_warmup_seconds",
+            "Time taken by warmup() on the model instances, in all.",
+            multiprocess_mode="max",
+            **kw,
+        )
         self.concurrency_limit = Gauge(
             "openbayes_serving_predict_concurrency",
             "Predicts allowed at once now, summed over instances (it adapts under auto).",
@@ -123,6 +137,14 @@ class Metrics:
     def set_load_time(self, seconds: float) -> None:
         """Record how long building the model instances took."""
         self.load_seconds.set(seconds)
+
+    def observe_cancelled(self, reason: str) -> None:
+        """Count one request whose ``cancelled`` was set, for ``reason``."""
+        self._cancelled[reason].inc()
+
+    def set_warmup_time(self, seconds: float) -> None:
+        """Record how long ``warmup()`` took on the instances."""
+        self.warmup_seconds.set(seconds)
 
     def set_load(self, queue_depth: int, running: int) -> None:
         """The gauges read from the scheduler: requests waiting, predicts running."""

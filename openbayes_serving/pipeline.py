@@ -3,7 +3,9 @@
 Built once per process from the ``PredictorSpec`` and the instances. It decides how
 each stage runs: preprocess and postprocess awaited when they are coroutines, else on
 the pre/post thread pool (outside the predict limit); predict on a model thread, through
-the callable that ``runner`` returns for each instance.
+the callable that ``runner`` returns for each instance. A stage that asks for
+``cancelled`` gets the request's (``Request.cancelled``): preprocess through injection,
+predict and postprocess as a keyword beside the value they take.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ class Pipeline:
         self._preprocess: Callable[..., Any] | None = (
             first.preprocess if spec.has_preprocess else None
         )
-        self._postprocess: Callable[[Any], Any] | None = (
+        self._postprocess: Callable[..., Any] | None = (
             first.postprocess if spec.has_postprocess else None
         )
+        self.cancellable = spec.asks_cancelled  # a Cancelled per request, and its watcher
 
     @property
     def has_preprocess(self) -> bool:
@@ -76,12 +79,16 @@ class Pipeline:
             return await self._preprocess(**args)
         return await self.offload(self._run_preprocess, args, request)
 
-    async def postprocess(self, result: Any) -> Any:
+    async def postprocess(self, result: Any, request: Request) -> Any:
         """Run the postprocess stage: awaited when async, else on the pool."""
-        assert self._postprocess is not None
+        postprocess = self._postprocess
+        assert postprocess is not None
+        asks = self.spec.postprocess_cancelled
+        if asks is not None:
+            postprocess = functools.partial(postprocess, **{asks: request.cancelled})
         if self.spec.postprocess_is_async:
-            return await self._postprocess(result)
-        return await self.offload(self._postprocess, result)
+            return await postprocess(result)
+        return await self.offload(postprocess, result)
 
     def _run_preprocess(self, args: dict[str, Any], request: Request) -> Any:
         assert self._preprocess is not None
@@ -97,9 +104,13 @@ class Pipeline:
         predict = instance.predict
         spec = self.spec
         names = [param for param, _ in spec.request_params]
+        asks = spec.predict_cancelled  # set only when predict takes preprocess's result
 
         def invoke(call: PredictCall) -> Any:
-            result = predict(call.value) if spec.has_preprocess else predict(**call.value)
+            if asks is not None:
+                result = predict(call.value, **{asks: call.request.cancelled})
+            else:
+                result = predict(call.value) if spec.has_preprocess else predict(**call.value)
             if is_stream(result):
                 assert call.open_stream is not None
                 pump(result, call.open_stream())
@@ -111,6 +122,9 @@ class Pipeline:
                 return invoke(call)
 
         def run_batch(calls: list[PredictCall]) -> Any:
+            if asks is not None:
+                cancelled = [call.request.cancelled for call in calls]
+                return predict([call.value for call in calls], **{asks: cancelled})
             if spec.has_preprocess:
                 return predict([call.value for call in calls])
             return predict(**{name: [call.value[name] for call in calls] for name in names})

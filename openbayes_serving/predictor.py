@@ -1,7 +1,9 @@
-"""Find the user's predictor class, inspect it once, validate it, and build instances.
+"""Find the user's predictor class, inspect it once and validate it.
 
 No Flask here. Everything the request path needs is learned at start-up: which
-resolver feeds each parameter, whether predict batches or streams, which stages exist.
+resolver feeds each parameter, whether predict batches or streams, which stages exist,
+which of them ask for ``cancelled``, whether there is a ``warmup``, ``health`` or ``run``
+to call. Building instances is ``instances``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ import ast
 import importlib.util
 import inspect
 import logging
-import re
 import sys
 import textwrap
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,9 +21,7 @@ from typing import Any, Callable
 
 from . import inject, sessions
 from .batching import BatchSpec
-from .config import Config, remember_configs
 from .errors import PredictorError, StartupError
-from .inject import InitContext
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,8 +44,20 @@ class PredictorSpec:
     is_streaming: bool
     has_run: bool
     uses_flask: bool
+    has_warmup: bool = False  # warmup(self): called on each instance before ready
+    has_health: bool = False  # health(self): asked by /readyz
+    # The parameter that asks for ``cancelled`` in predict when it takes preprocess's
+    # result, and in postprocess (preprocess and predict otherwise: ``request_params``).
+    predict_cancelled: str | None = None
+    postprocess_cancelled: str | None = None
     example: Any = None  # the class's ``example``: a file name or a JSON value
     file: Path | None = None  # the file that defines the class (predictor.py)
+
+    @property
+    def asks_cancelled(self) -> bool:
+        """True when a stage asks for ``cancelled``: only then is one made per request."""
+        asked = any(name == inject.CANCELLED for _, name in self.request_params)
+        return asked or bool(self.predict_cancelled or self.postprocess_cancelled)
 
 
 def _params(func: Callable[..., Any]) -> list[inspect.Parameter]:
@@ -77,12 +87,7 @@ def _match(
 
 
 def _one_argument(owner: str, method: str, func: Callable[..., Any], source: str) -> None:
-    required = [
-        p
-        for p in _params(func)
-        if p.default is inspect.Parameter.empty
-        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    ]
+    required = _results(func)
     if len(required) != 1:
         names = ", ".join(p.name for p in required) or "none"
         raise PredictorError(
@@ -112,7 +117,6 @@ def inspect_predictor(cls: type, settings: Settings) -> PredictorSpec:
     batch = getattr(predict, "__openbayes_batch__", None)
     if batch is not None and inspect.isgeneratorfunction(predict):
         raise PredictorError(f"{owner}.predict() cannot both stream and use @serv.batch.")
-    run = getattr(cls, "run", None)
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__file__", None)
     path = Path(file).resolve() if file else None
@@ -131,11 +135,21 @@ def inspect_predictor(cls: type, settings: Settings) -> PredictorSpec:
         postprocess_is_async=inspect.iscoroutinefunction(postprocess),
         batch=batch,
         is_streaming=inspect.isgeneratorfunction(predict),
-        has_run=callable(run) and not _params(run),
+        has_run=_takes_nothing(cls, "run"),
         uses_flask=uses_flask_globals(module),
         example=getattr(cls, "example", None),
         file=path,
+        has_warmup=_takes_nothing(cls, "warmup"),
+        has_health=_takes_nothing(cls, "health"),
+        predict_cancelled=_cancelled_param(predict) if preprocess is not None else None,
+        postprocess_cancelled=_cancelled_param(postprocess) if postprocess else None,
     )
+
+
+def _takes_nothing(cls: type, name: str) -> bool:
+    """True when the class has a method ``name(self)`` taking no other argument."""
+    method = getattr(cls, name, None)
+    return callable(method) and not _params(method)
 
 
 Stage = Callable[..., Any]
@@ -160,12 +174,23 @@ def _called_by(func: Stage, names: tuple[str, ...]) -> set[str]:
     }
 
 
-def _required(func: Stage) -> list[inspect.Parameter]:
+def _asks_cancelled(param: inspect.Parameter) -> bool:
+    return inject.match_name(param.name, param.annotation, (inject.CANCELLED,)) is not None
+
+
+def _cancelled_param(func: Stage) -> str | None:
+    """The parameter of ``func`` that asks for ``cancelled``, if one does."""
+    return next((p.name for p in _params(func) if _asks_cancelled(p)), None)
+
+
+def _results(func: Stage) -> list[inspect.Parameter]:
+    """The required parameters of a stage, ``cancelled`` aside: what it takes as input."""
     return [
         p
         for p in _params(func)
         if p.default is inspect.Parameter.empty
         and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and not _asks_cancelled(p)
     ]
 
 
@@ -179,13 +204,14 @@ def _stages(
     result); ``postprocess`` is a stage when it takes exactly one argument and
     ``preprocess`` is absent or a stage. A method that ``predict`` calls itself
     (``self.postprocess(y)``) is never a stage. Anything else is the predictor's own
-    method, which the server never inspects or calls.
+    method, which the server never inspects or calls. A ``cancelled`` parameter is not
+    counted: ``predict(self, x, cancelled)`` takes one argument.
     """
     found = {n: getattr(cls, n) for n in _STAGES if callable(getattr(cls, n, None))}
     if not found:
         return None, None, _match(owner, "predict", predict, inject.REQUEST_NAMES)
     called = _called_by(predict, _STAGES)
-    required = _required(predict)
+    required = _results(predict)
     takes_result = len(required) == 1 and (
         inject.match_name(required[0].name, required[0].annotation, inject.REQUEST_NAMES) is None
     )
@@ -196,7 +222,7 @@ def _stages(
     if postprocess is not None and (
         "postprocess" in called
         or ("preprocess" in found and preprocess is None)
-        or (preprocess is None and len(_required(postprocess)) != 1)
+        or (preprocess is None and len(_results(postprocess)) != 1)
     ):
         postprocess = None
     _log_reading(owner, found, preprocess, postprocess, called)
@@ -273,101 +299,6 @@ def uses_flask_globals(module: ModuleType | None) -> bool:
         if name.split(".", 1)[0] in ("flask", "werkzeug"):
             return True
     return False
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-WEIGHTS_ONLY_HINT = (
-    "torch.load refused a pickled checkpoint (torch >= 2.6 loads weights only by default). "
-    "If you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (in the environment or a "
-    ".env beside predictor.py) to load it unchanged, or call torch.load(..., weights_only=False)."
-)
-
-
-def _where(filename: str, base: Path | None) -> str:
-    """A frame's file, as short as stays clear: under the predictor's folder, else its package."""
-    path = Path(filename)
-    roots = [base] if base else []
-    roots += sorted((Path(p) for p in sys.path if p), key=lambda r: len(str(r)), reverse=True)
-    for root in roots:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            continue
-    return path.name
-
-
-def describe_exception(exc: BaseException, user_file: Path | None = None) -> str:
-    """``ValueError: message (predictor.py:12)``: where user code raised, in one line.
-
-    When the exception came from deeper (a library), the innermost frame follows:
-    ``(predictor.py:12, raised in torch/serialization.py:1529)``. ``user_file`` is the
-    predictor's file; without it, only the innermost frame is named.
-    """
-    message = " ".join(_ANSI.sub("", str(exc)).split())
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    places = []
-    if frames:
-        base = user_file.parent if user_file else None
-        mine = [f for f in frames if base and Path(f.filename).resolve() == user_file]
-        if mine and user_file:
-            places.append(f"{user_file.name}:{mine[-1].lineno}")
-        if not mine or mine[-1] is not frames[-1]:
-            inner = frames[-1]
-            where = f"{_where(inner.filename, base)}:{inner.lineno}"
-            places.append(f"raised in {where}" if mine else where)
-    where = f" ({', '.join(places)})" if places else ""
-    return f"{type(exc).__name__}: {message}{where}"
-
-
-def _is_weights_only_refusal(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ == "UnpicklingError" and "weights_only" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _startup_failure(
-    spec: PredictorSpec, settings: Settings, headline: str, exc: Exception
-) -> PredictorError:
-    """The error a failed ``__init__`` exits with: one line, a hint, the traceback locally."""
-    lines = [f"{headline} {describe_exception(exc, spec.file)}"]
-    if _is_weights_only_refusal(exc):
-        lines.append(WEIGHTS_ONLY_HINT)
-    if settings.is_local:
-        tb = exc.__traceback__
-        if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next  # start at the user's code, not at this module's call
-        lines.append("".join(traceback.format_exception(type(exc), exc, tb)))
-    return PredictorError("\n".join(lines).rstrip())
-
-
-def build_instance(spec: PredictorSpec, settings: Settings, device: str) -> Any:
-    """Call the user's ``__init__`` with injected values (in the worker, after the fork).
-
-    Raises:
-        PredictorError: injection failed or ``__init__`` raised. The first line says why
-            and where (the predictor's line and the library's); a torch ``weights_only``
-            refusal adds a line saying how to load a trusted checkpoint; in local mode the
-            traceback follows.
-    """
-    ctx = InitContext(settings=settings, predictor_dir=spec.directory, device=device)
-    kwargs = {}
-    for param, name in spec.init_params:
-        try:
-            kwargs[param] = inject.INIT_RESOLVERS[name](ctx)
-        except PredictorError as exc:
-            raise PredictorError(f"{spec.name}.__init__(): {exc}") from exc
-        except Exception as exc:  # onnxruntime refusing a file, a broken config, ...
-            headline = f"{spec.name}.__init__() asks for {param!r}, which could not be made:"
-            raise _startup_failure(spec, settings, headline, exc) from exc
-    try:
-        instance = spec.cls(**kwargs)
-    except Exception as exc:
-        raise _startup_failure(spec, settings, f"{spec.name}.__init__() raised", exc) from exc
-    remember_configs(instance, [v for v in kwargs.values() if isinstance(v, Config)])
-    return instance
 
 
 def find_predictor_class(path: Path) -> type:

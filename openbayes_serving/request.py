@@ -2,9 +2,10 @@
 
 A ``Request`` is made for every HTTP request (any route). It carries what the request
 path needs from the headers, the request id that every log line and answer names, the
-absolute deadline (``time.monotonic``, computed once), the body reader with its timer,
-the probe that says whether the client is still connected, and the parsed body and WSGI
-environ, each built on first use.
+absolute deadline (``time.monotonic``, computed once: the smaller of the client's
+``X-Request-Timeout`` and ``request_timeout``), the body reader with its timer, the probe
+that says whether the client is still connected, the ``cancelled`` signal of predictors
+that ask for it, and the parsed body and WSGI environ, each built on first use.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import math
 import os
+import re
+import threading
 import time
 import uuid
 from typing import Any, Callable
 
 from . import codec
-from .errors import ClientGone, PayloadTooLargeError, RequestTimeoutError
+from .errors import ClientGone, PayloadTooLargeError, QueueTimeoutError, RequestTimeoutError
 from .events import PLATFORM_REQUEST_ID
 
 Send = Callable[[dict[str, Any]], Any]
@@ -67,6 +71,43 @@ def clean_request_id(value: bytes) -> str:
     return value[: MAX_REQUEST_ID * 4].translate(None, _NOT_ID)[:MAX_REQUEST_ID].decode("ascii")
 
 
+TIMEOUT_HEADER = "X-Request-Timeout"  # the client's deadline, in seconds
+SERVER_TIMEOUT = "request_timeout"  # the setting that bounds every request
+# A number of seconds as a client may write it: digits, an optional fraction, no exponent.
+_SECONDS = re.compile(rb"[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
+
+
+def client_timeout(value: bytes) -> float | None:
+    """The seconds an ``X-Request-Timeout`` value gives; None when it is not a positive number."""
+    text = value.strip(b" \t")
+    if not _SECONDS.fullmatch(text):
+        return None
+    seconds = float(text)
+    return seconds if 0 < seconds < math.inf else None
+
+
+class Cancelled(threading.Event):
+    """Set when a request's client hangs up or its deadline passes; ``reason`` says which.
+
+    What ``predict``, ``preprocess`` and ``postprocess`` get when they ask for
+    ``cancelled``: ``is_set()`` to poll, ``wait(timeout)`` to sleep until it is set.
+    Nothing is stopped by force: the predictor decides when to return.
+    """
+
+    DISCONNECT = "disconnect"
+    DEADLINE = "deadline"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason: str | None = None  # "disconnect" or "deadline", once set
+
+    def cancel(self, reason: str) -> None:
+        """Set it, for ``reason``; the first reason given stays."""
+        if self.reason is None:
+            self.reason = reason
+        self.set()
+
+
 class Request:
     """One HTTP request: facts from its headers, id, deadline, body and connection."""
 
@@ -81,6 +122,9 @@ class Request:
         "auth",
         "timeout",
         "deadline",
+        "deadline_source",
+        "header_error",
+        "cancelled",
         "body",
         "_environ",
         "_parsed",
@@ -94,13 +138,16 @@ class Request:
         self.origin: bytes | None = None
         self.content_length: bytes | None = None
         self.auth: tuple[bytes, bytes] | None = None
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout  # seconds from arrival to the deadline
+        self.deadline_source = SERVER_TIMEOUT  # what set it: the setting or the header
+        self.header_error: str | None = None  # a bad X-Request-Timeout (400 on POST /)
+        self.cancelled: Cancelled | None = None  # made only for predictors that ask
         self.body = b""
         self._environ: dict[str, Any] | None = None
         self._parsed: Any = _UNSET
         given: str | None = None
         platform: str | None = None
+        asked: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
@@ -116,9 +163,38 @@ class Request:
                 platform = clean_request_id(value)
             elif name in (b"authorization", b"x-api-key"):
                 self.auth = (name, value)
+            elif name == b"x-request-timeout":
+                asked = value
+        if asked is not None:
+            self._client_deadline(asked)
+        self.deadline = time.monotonic() + self.timeout
         self.request_id: str = given or platform or new_request_id()
         if platform and platform.isdigit():  # ASCII digits only, after cleaning
             PLATFORM_REQUEST_ID.set(int(platform))
+
+    def _client_deadline(self, value: bytes) -> None:
+        """Take the client's ``X-Request-Timeout`` when it is the smaller, or note it is bad."""
+        seconds = client_timeout(value)
+        if seconds is None:
+            shown = value[:32].decode("latin-1")
+            self.header_error = (
+                f"{TIMEOUT_HEADER} must be a positive number of seconds, such as 2.5 "
+                f"(got {shown!r})"
+            )
+        elif seconds < self.timeout:
+            self.timeout = seconds
+            self.deadline_source = TIMEOUT_HEADER
+
+    def deadline_error(self, what: str) -> QueueTimeoutError:
+        """The 504 for a request whose deadline passed: ``what`` did not happen in time.
+
+        The body says which deadline applied (``X-Request-Timeout`` or
+        ``request_timeout``) and its seconds.
+        """
+        return QueueTimeoutError(
+            f"{what} within {self.timeout:g}s ({self.deadline_source})",
+            payload={"deadline": self.deadline_source, "timeout": self.timeout},
+        )
 
     @property
     def method(self) -> str:
@@ -136,10 +212,28 @@ class Request:
 
         uvicorn's ``receive`` is a method of its request cycle, which sets
         ``disconnected`` when the connection drops; other ASGI servers (Ray's proxy) do
-        not say, and their requests are taken as connected.
+        not say, and their requests are taken as connected unless the disconnect watcher
+        (``watch_disconnect``, for predictors that ask for ``cancelled``) heard it.
         """
+        cancelled = self.cancelled
+        if cancelled is not None and cancelled.reason == Cancelled.DISCONNECT:
+            return True
         cycle = getattr(self.receive, "__self__", None)
         return getattr(cycle, "disconnected", False) is True
+
+    async def watch_disconnect(self) -> None:
+        """Set ``cancelled`` when the client hangs up (a task, once the body is read).
+
+        Only for predictors that ask for ``cancelled``: the one reader of ``receive``
+        after the body, until the handler cancels it.
+        """
+        cancelled = self.cancelled
+        assert cancelled is not None
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                cancelled.cancel(Cancelled.DISCONNECT)
+                return
 
     async def read_body(self, limit: int) -> bytes:
         """Read the whole body, at most ``limit`` bytes, before the deadline.

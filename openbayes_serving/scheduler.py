@@ -230,13 +230,22 @@ class Scheduler:
                 with self._lock:
                     self._skipped += 1
                 continue
-            now = self._clock()
-            if job.deadline <= now:
-                _finish(job, None, QueueTimeoutError("request timed out in the queue"))
-            elif job.connection is not None and job.connection.disconnected:
-                _finish(job, None, ClientGone())
-            else:
+            if self._alive(job, self._clock()):
                 return job
+
+    def _alive(self, job: Job, now: float) -> bool:
+        """True when a claimed job is still worth running; else it is answered now.
+
+        A job past its deadline is answered ``QueueTimeoutError``, one whose client has
+        gone (``connection.disconnected``) ``ClientGone``.
+        """
+        if job.deadline <= now:
+            _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+            return False
+        if job.connection is not None and job.connection.disconnected:
+            _finish(job, None, ClientGone())
+            return False
+        return True
 
     def _serve(self, runner: Runner, limiter: Limiter) -> None:
         # Runs on a model thread until it pops its stop mark.
@@ -249,8 +258,15 @@ class Scheduler:
                 limiter.release(None)
                 return
             jobs, stopping = policy.gather(first, self._pop, self._clock)
-            if policy.batches and self.on_batch is not None:
-                self.on_batch(len(jobs))
+            if policy.batches:
+                # Gathering took time: drop the jobs that expired or lost their client.
+                now = self._clock()
+                jobs = [job for job in jobs if self._alive(job, now)]
+                if not jobs:
+                    limiter.release(None)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(jobs))
             began = self._clock()
             ident = threading.get_ident()
             with self._lock:

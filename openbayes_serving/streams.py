@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import codec
 from .error_map import error_answer
 from .errors import ServingError
-from .request import Receive, Request, Send
+from .request import Request, Send
 
 if TYPE_CHECKING:
     from .responses import Responder
@@ -156,7 +156,7 @@ async def send_stream(
     """
     channel, event = start.channel, start.event
     sse = codec.wants_sse(request.accept)
-    watcher = asyncio.ensure_future(_watch_disconnect(request.receive, channel, event))
+    watcher = asyncio.ensure_future(_watch_disconnect(request, channel, event))
     beat = _Heartbeat(options.heartbeat, event) if sse and options.heartbeat > 0 else None
     wire = _Wire(send, request, out, sse, options)
     try:
@@ -294,10 +294,16 @@ def _error_tail(error: BaseException, request: Request, wire: _Wire, details: bo
     return None
 
 
-async def _watch_disconnect(receive: Receive, channel: Channel, event: asyncio.Event) -> None:
+async def _watch_disconnect(request: Request, channel: Channel, event: asyncio.Event) -> None:
+    """Close the channel when the client leaves; set ``cancelled`` too, when asked for.
+
+    A generator waiting between chunks (``cancelled.wait``) then stops at once.
+    """
     while True:
-        message = await receive()
+        message = await request.receive()
         if message["type"] == "http.disconnect":
+            if request.cancelled is not None and not channel.finished:
+                request.cancelled.cancel(request.cancelled.DISCONNECT)
             channel.close()
             event.set()
             return

@@ -13,7 +13,8 @@ from conftest import PREDICTORS
 
 from openbayes_serving.config import Config, concurrency_pin, load_config, requested_concurrency
 from openbayes_serving.errors import StartupError
-from openbayes_serving.predictor import build_instance, inspect_predictor
+from openbayes_serving.instances import build_instance
+from openbayes_serving.predictor import inspect_predictor
 from openbayes_serving.settings import Settings, resolve_settings
 from openbayes_serving.testing import LocalClient
 

@@ -26,7 +26,7 @@ STARTUP_FATAL = [
         "unknown_predict_param",
         [
             "Predictor.predict() asks for 'jsn'",
-            "Names it can ask for: json, payload, data, params, args, headers, request.",
+            "Names it can ask for: json, payload, data, params, args, headers, request, cancelled.",
         ],
         id="unknown-predict-param",
     ),

@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import PREDICTORS, clean_env, free_port
 
-from openbayes_serving.predictor import WEIGHTS_ONLY_HINT, describe_exception
+from openbayes_serving.instances import WEIGHTS_ONLY_HINT, describe_exception
 
 
 def run_to_exit(script: Path, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
