@@ -12,9 +12,9 @@ import collections
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
-from .errors import QueueTimeoutError
+from .errors import QueueTimeoutError, UnrecoverableError
 from .pipeline import PredictCall
 from .scheduler import Scheduler
 from .streams import STREAMED, Channel, StreamStart
@@ -25,8 +25,16 @@ logger = logging.getLogger(__name__)
 class Dispatcher:
     """Submits predict calls from the event loop and awaits their results."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(
+        self, scheduler: Scheduler, on_late_fatal: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Submit through ``scheduler``.
+
+        ``on_late_fatal`` hears of an ``UnrecoverableError`` raised by a predict whose
+        request was already answered (504): the server must still leave.
+        """
         self.scheduler = scheduler
+        self._on_late_fatal = on_late_fatal
         self._completions: _Completions | None = None  # made on the event loop
 
     async def submit(self, call: PredictCall) -> Any:
@@ -45,7 +53,7 @@ class Dispatcher:
         future: asyncio.Future[Any] = loop.create_future()
         completions = self._completions
         if completions is None:
-            completions = self._completions = _Completions(loop)
+            completions = self._completions = _Completions(loop, self._on_late_fatal)
 
         request = call.request
 
@@ -93,8 +101,13 @@ class _Completions:
     when no drain is already scheduled; the drain settles everything queued so far.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_late_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._loop = loop
+        self._on_late_fatal = on_late_fatal
         self._items: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
         self._items = collections.deque()
         self._scheduled = False
@@ -113,8 +126,10 @@ class _Completions:
         items = self._items
         while items:
             future, result, error = items.popleft()
-            if future.done():
-                continue  # answered 504 already
+            if future.done():  # answered 504 already
+                if isinstance(error, UnrecoverableError) and self._on_late_fatal is not None:
+                    self._on_late_fatal(error)
+                continue
             if error is not None:
                 future.set_exception(error)
             else:

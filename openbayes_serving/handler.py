@@ -19,7 +19,13 @@ import asyncio
 import time
 from typing import Any
 
-from .errors import BadRequestError, ClientGone, OverloadedError, QueueTimeoutError
+from .errors import (
+    BadRequestError,
+    ClientGone,
+    OverloadedError,
+    QueueTimeoutError,
+    UnrecoverableError,
+)
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .pipeline import Pipeline, PredictCall
@@ -128,8 +134,8 @@ class PredictHandler:
             cancelled.cancel(Cancelled.DEADLINE)  # answered 504 while predict still runs
             raise
         except Exception as exc:
-            if cancelled.reason is None:
-                raise
+            if cancelled.reason is None or isinstance(exc, UnrecoverableError):
+                raise  # a fatal error stays fatal, cancelled or not
             raise _cancelled_error(request, cancelled) from exc  # raised because cancelled
         finally:
             watcher.cancel()

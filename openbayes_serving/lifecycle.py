@@ -168,7 +168,7 @@ class Lifecycle:
         self.scheduler.on_batch = self.metrics.observe_batch
         self.scheduler.on_timing = self.metrics.observe_timing
         self.scheduler.start()
-        self.dispatcher = Dispatcher(self.scheduler)
+        self.dispatcher = Dispatcher(self.scheduler, self._late_fatal)
         if self.settings.predict_timeout > 0:
             self.watchdog = Watchdog(
                 self.scheduler,
@@ -254,6 +254,11 @@ class Lifecycle:
         """Readiness and liveness go false, and the host leaves with ``code``."""
         self._set_health(Health.FAILED)
         self.on_fatal(code, drain)
+
+    def _late_fatal(self, exc: BaseException) -> None:
+        """An ``UnrecoverableError`` from a predict whose request had its 504: still fatal."""
+        logger.error("unrecoverable error: %s; draining and exiting", exc, exc_info=exc)
+        self.fail(EXIT_FATAL, True)
 
     def _fail_to_load(self, exc: PredictorError) -> None:
         logger.error("%s", exc)

@@ -342,3 +342,30 @@ def tasks_during_predict(cls: type) -> list[int]:
 def test_only_predictors_that_ask_for_cancelled_get_a_disconnect_watcher():
     plain = tasks_during_predict(Plain)
     assert tasks_during_predict(Asking) == [plain[0] + 1]  # the watcher, only when asked
+
+
+class GivesUp:
+    """predict raises once cancelled: the answer is the cancellation's, unless it is fatal."""
+
+    def predict(self, json, cancelled):
+        cancelled.wait(5)
+        if json["fatal"]:
+            raise serv.UnrecoverableError("the device is gone")
+        raise RuntimeError("stopped because cancelled")
+
+
+def test_an_error_raised_after_cancelled_answers_504_but_a_fatal_one_stays_fatal():
+    with LocalClient(GivesUp) as client:
+        calls: list[tuple[int, bool]] = []
+        client.app.lifecycle.on_fatal = lambda code, drain: calls.append((code, drain))
+        timeout = {"X-Request-Timeout": "0.2"}
+        answer = client.post(json={"fatal": False}, headers=timeout)
+        assert answer.status_code == 504
+        assert answer.json()["deadline"] == "X-Request-Timeout"
+        assert calls == []
+        assert client.post(json={"fatal": True}, headers=timeout).status_code in (500, 504)
+        for _ in range(100):  # the 504 may go out before predict raised
+            if calls:
+                break
+            time.sleep(0.01)
+        assert calls == [(4, True)]
