@@ -33,7 +33,7 @@ from .request import Cancelled, Request, Send
 from .responses import Responder
 from .results import send_result
 from .scheduler import Admission
-from .streams import StreamStart
+from .streams import StreamOptions, StreamStart
 
 
 class PredictHandler:
@@ -49,6 +49,11 @@ class PredictHandler:
         self._max_body = lifecycle.settings.max_body_size
         self._body_budget = lifecycle.settings.body_memory
         self._held = 0  # bytes of admitted bodies (declared, or max_body_size if not)
+        self._streams = StreamOptions(
+            heartbeat=lifecycle.settings.stream_heartbeat,
+            on_first_chunk=metrics.observe_first_chunk,
+            on_end=metrics.observe_stream_chunks,
+        )
 
     async def __call__(self, request: Request, send: Send) -> int:
         """Answer one prediction request; returns the status sent."""
@@ -88,7 +93,7 @@ class PredictHandler:
             else:
                 result = await self._compute(request, pipeline, admission)
             return await send_result(
-                result, request, send, self._out, pipeline.offload, self._details
+                result, request, send, self._out, pipeline.offload, self._details, self._streams
             )
         finally:
             lifecycle.withdraw(admission)

@@ -26,7 +26,7 @@ from . import codec
 from .errors import BadResultError
 from .request import Request, Send
 from .responses import Responder
-from .streams import StreamStart, send_stream
+from .streams import DEFAULT_OPTIONS, StreamOptions, StreamStart, send_stream
 
 Offload = Callable[..., Awaitable[Any]]
 
@@ -60,13 +60,15 @@ async def send_result(
     out: Responder,
     offload: Offload,
     details: bool,
+    streams: StreamOptions = DEFAULT_OPTIONS,
 ) -> int:
     """Send what predict (or postprocess) returned; returns the status sent.
 
-    ``offload`` runs a blocking call off the event loop (a returned WSGI response).
+    ``offload`` runs a blocking call off the event loop (a returned WSGI response);
+    ``streams`` says how a stream is sent (SSE heartbeat, metrics).
     """
     if isinstance(result, StreamStart):
-        return await send_stream(send, request, result, out, details)
+        return await send_stream(send, request, result, out, details, streams)
     if callable(result):
         from . import flask_compat  # Flask loads only for predictors that use it
 
