@@ -522,3 +522,22 @@ def test_a_predict_sent_while_the_server_starts_gets_its_answer(tmp_path):
             assert client.predict(json={"a": 1}) == {"a": 1}
     finally:
         server.stop()
+
+
+def test_a_client_deadline_shorter_than_the_queue_wait_is_answered_504_and_never_runs(serve):
+    server = serve("sleeper", "--predict-concurrency", "1")
+    busy = post_in_background(server.url, {"id": "first", "sleep": 2}, timeout=10)
+    time.sleep(0.3)  # the first request holds the only slot: the next one queues
+
+    started = time.monotonic()
+    with Client(server.url, timeout=0.5) as client:
+        with pytest.raises(PredictError) as info:
+            client.predict(json={"id": "late"})
+    took = time.monotonic() - started
+    busy.join(10)
+
+    assert info.value.status_code == 504
+    assert took < 1.4  # the server's 504 at 0.5 s, not the client's own 1.5 s read timeout
+    assert "X-Request-Timeout" in info.value.message  # which deadline applied
+    ran = requests.post(server.url, json={"ran": True}, timeout=10).json()["ran"]
+    assert ran == ["first"]  # the late request never ran
