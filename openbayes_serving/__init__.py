@@ -1,8 +1,8 @@
 """Serve a predictor.py over HTTP."""
 
+from .answers import PredictError as PredictError
 from .batching import batch as batch
 from .client import Client as Client
-from .client import PredictError as PredictError
 from .errors import ServingError as ServingError
 from .errors import UnrecoverableError as UnrecoverableError
 from .events import emit_event as emit_event

@@ -1,7 +1,7 @@
 """Call a running openbayes-serving predictor over HTTP: predict, stream, health, readiness.
 
-Built on ``requests`` and ``msgpack`` (with ``retries`` and ``stream_parsing``, nothing
-else from the package), so any program can use it:
+Built on ``requests`` and ``msgpack`` (with ``retries`` and ``answers``, nothing else
+from the package), so any program can use it:
 ``Client("http://127.0.0.1:25252").predict(json={"text": "hi"})``.
 
 Each call has a deadline, its ``timeout``: predict and stream send the time left as
@@ -12,77 +12,37 @@ deadline allows.
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import json as jsonlib
 import logging
 import mimetypes
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any, Union
 
-from msgpack import packb, unpackb
+from msgpack import packb
 
-from .stream_parsing import ndjson_chunks, sse_events, sse_value
+from .answers import (
+    JSON_TYPE,
+    MSGPACK_TYPE,
+    NDJSON_TYPE,
+    OCTET_TYPE,
+    SSE_TYPE,
+    ChunkStream,
+    decode,
+    predict_error,
+)
 
 if TYPE_CHECKING:  # imported when a Client is made: importing the package stays light
     import requests
 
 logger = logging.getLogger(__name__)
 
-JSON_TYPE = "application/json"
-MSGPACK_TYPE = "application/msgpack"
-NDJSON_TYPE = "application/x-ndjson"
-SSE_TYPE = "text/event-stream"
-OCTET_TYPE = "application/octet-stream"
-_MSGPACK_TYPES = frozenset(
-    f"application/{name}" for name in ("msgpack", "x-msgpack", "vnd.msgpack", "vnd.messagepack")
-)
-_ERROR_TEXT_LIMIT = 500
 # How much longer than its deadline a call waits for the answer: the server's 504 (which
 # says which deadline applied) must arrive before the client gives up on its own.
 ANSWER_GRACE = 1.0
 
 Timeout = Union[float, tuple[float, float], None]
 RawBody = Union[bytes, bytearray, IO[bytes]]
-
-
-class PredictError(Exception):
-    """The server answered 4xx or 5xx, or a stream it sent ended with an error event.
-
-    Attributes:
-        status_code: The HTTP status.
-        body: The decoded error body: a dict such as ``{"error": "..."}`` for the runtime's
-            JSON errors, else the body as text.
-        request_id: The ``X-Request-Id`` of the answer, to find the request in the logs.
-    """
-
-    def __init__(self, status_code: int, body: Any, request_id: str | None) -> None:
-        super().__init__(status_code, body, request_id)
-        self.status_code = status_code
-        self.body = body
-        self.request_id = request_id
-
-    @property
-    def message(self) -> str:
-        """The ``error`` field of a JSON error body, else the start of the body text."""
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
-            return str(self.body["error"])
-        text = (self.body if isinstance(self.body, str) else repr(self.body)).strip()
-        if len(text) > _ERROR_TEXT_LIMIT:
-            return text[:_ERROR_TEXT_LIMIT] + "..."
-        return text or "(empty body)"
-
-    @property
-    def traceback(self) -> str | None:
-        """The server's traceback, sent with 500 answers in local mode only."""
-        if isinstance(self.body, dict) and isinstance(self.body.get("traceback"), str):
-            return str(self.body["traceback"])
-        return None
-
-    def __str__(self) -> str:
-        where = f" (request id {self.request_id})" if self.request_id else ""
-        return f"HTTP {self.status_code}: {self.message}{where}"
 
 
 class Client:
@@ -176,8 +136,8 @@ class Client:
         headers = {"Accept": accept, **(headers or {})}
         response = self._post(body, params, headers, timeout, stream=False)
         if response.status_code >= 400:
-            raise _predict_error(response)
-        return _decode(response)
+            raise predict_error(response)
+        return decode(response)
 
     def stream(
         self,
@@ -226,7 +186,7 @@ class Client:
         response = self._post(body, params, headers, timeout, stream=True)
         if response.status_code >= 400:
             with response:
-                raise _predict_error(response)
+                raise predict_error(response)
         return ChunkStream(response)
 
     def health(self, timeout: Timeout = None) -> bool:
@@ -292,66 +252,6 @@ class Client:
             return False
 
 
-class ChunkStream(Iterator[Any]):
-    """The chunks of a streamed answer, read from the connection as they arrive.
-
-    Iterate over it; ``close()`` (or leaving a ``with`` block) drops the connection. It
-    is closed by itself once the last chunk has been read.
-
-    Attributes:
-        status_code: The HTTP status of the answer.
-        content_type: Its ``Content-Type`` header.
-        request_id: Its ``X-Request-Id`` header.
-    """
-
-    def __init__(self, response: requests.Response) -> None:
-        self.response = response
-        self.status_code = response.status_code
-        self.content_type = response.headers.get("Content-Type", "")
-        self.request_id = response.headers.get("X-Request-Id")
-        response.encoding = _charset(self.content_type)
-        self._chunks = self._read()
-
-    def __iter__(self) -> ChunkStream:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._chunks)
-
-    def __enter__(self) -> ChunkStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop reading and close the connection."""
-        self._chunks.close()
-        self.response.close()
-
-    def _read(self) -> Generator[Any, None, None]:
-        mime = _media_type(self.content_type)
-        # chunk_size=None hands over each piece as it arrives instead of filling a buffer.
-        pieces = self.response.iter_content(chunk_size=None)
-        try:
-            if mime == NDJSON_TYPE:
-                yield from ndjson_chunks(pieces)
-            elif mime == SSE_TYPE:
-                for event, data in sse_events(pieces):
-                    if event == "error":
-                        raise PredictError(self.status_code, sse_value(data), self.request_id)
-                    yield sse_value(data)
-            elif mime.startswith("text/"):
-                texts = self.response.iter_content(chunk_size=None, decode_unicode=True)
-                yield from (text for text in texts if text)
-            elif _is_structured(mime):
-                yield _decode(self.response)
-            else:
-                yield from (piece for piece in pieces if piece)
-        finally:
-            self.response.close()
-
-
 def _timeouts(timeout: Timeout) -> tuple[float | None, Timeout]:
     """A call's deadline in seconds, and the (connect, read) timeouts that back it up."""
     if timeout is None:
@@ -382,52 +282,3 @@ def _guess_type(data: RawBody) -> str:
     name = getattr(data, "name", None)
     guessed = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
     return guessed or OCTET_TYPE
-
-
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def _charset(content_type: str | None) -> str:
-    """The charset parameter of a Content-Type when Python knows it, else UTF-8."""
-    for param in (content_type or "").split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset":
-            with contextlib.suppress(LookupError):
-                return codecs.lookup(value.strip('" ')).name
-    return "utf-8"
-
-
-def _is_structured(mime: str) -> bool:
-    return mime == JSON_TYPE or mime.endswith("+json") or mime in _MSGPACK_TYPES
-
-
-def _decode(response: requests.Response) -> Any:
-    """The body of a complete answer, decoded by its Content-Type (see ``Client.predict``)."""
-    content_type = response.headers.get("Content-Type")
-    mime = _media_type(content_type)
-    content = response.content
-    if mime in _MSGPACK_TYPES:
-        return unpackb(content, raw=False) if content else None
-    if mime == JSON_TYPE or mime.endswith("+json"):
-        return jsonlib.loads(content) if content else None
-    if mime == NDJSON_TYPE:
-        return list(ndjson_chunks(iter([content])))
-    if mime == SSE_TYPE:
-        return [sse_value(data) for _, data in sse_events(iter([content]))]
-    if mime.startswith("text/"):
-        return content.decode(_charset(content_type), "replace")
-    return content
-
-
-def _predict_error(response: requests.Response) -> PredictError:
-    """A PredictError for a 4xx/5xx answer; a body that does not decode is kept as text."""
-    request_id = response.headers.get("X-Request-Id")
-    mime = _media_type(response.headers.get("Content-Type"))
-    body: Any = None
-    if _is_structured(mime):
-        with contextlib.suppress(ValueError):
-            body = _decode(response)
-    if body is None:
-        body = response.content.decode(_charset(response.headers.get("Content-Type")), "replace")
-    return PredictError(response.status_code, body, request_id)

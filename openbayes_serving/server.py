@@ -1,91 +1,42 @@
-"""Embed gunicorn: the arbiter, uvicorn's event-loop worker, signals, drain and exit codes.
+"""Embed gunicorn: the arbiter, its settings, the workers' messages, and the exit codes.
 
 The exit codes are ``lifecycle``'s: the arbiter halts, rather than respawning, on
 EXIT_LOAD_FAILED (the worker leaves with WORKER_BOOT_ERROR) and EXIT_FATAL (it leaves
 with APP_LOAD_ERROR after draining); SIGTERM drains and exits EXIT_OK, or
 EXIT_DRAIN_TIMEOUT when requests were still running at ``graceful_timeout`` (they are
-answered 503). The only module that imports gunicorn.
+answered 503). gunicorn is imported here and in ``worker`` only.
 
-Workers tell the arbiter what it cannot see through a pipe (``_Inbox``): a fatal error
-(the arbiter stops listening at once and stops every worker, as SIGTERM does), a worker
-that served ``max_requests`` (a replacement starts beside it, and the old one drains only
-once the new one is ready), a worker that became ready, and a drain cut short.
+Workers (``worker``) tell the arbiter what it cannot see through a pipe (``Inbox``): a
+fatal error (the arbiter stops listening at once and stops every worker, as SIGTERM
+does), a worker that served ``max_requests`` (a replacement starts beside it, and the old
+one drains only once the new one is ready), a worker that became ready, and a drain cut
+short.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import random
 import shutil
 import signal
-import socket
-import struct
 import sys
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
-from uvicorn.server import Server
-from uvicorn_worker import UvicornWorker
 
-from .lifecycle import EXIT_DRAIN_TIMEOUT, EXIT_FATAL, Health
+from .lifecycle import EXIT_DRAIN_TIMEOUT, EXIT_FATAL
 from .metrics import mark_worker_dead
 from .predictor import PredictorSpec
 from .settings import Settings, export_environ
+from .worker import DRAIN_CUT, FATAL, READY, RECYCLE, RETIRE, Inbox, Worker
 
 if TYPE_CHECKING:  # the app (and Flask) load in the worker, after the fork
     from .app import ServingApp
 
 logger = logging.getLogger(__name__)
-
-RECYCLE_RETRY_SECONDS = 60.0  # a worker past max_requests asks again if not yet replaced
-
-# Messages from a worker to the arbiter (a kind and the worker's pid).
-FATAL = b"F"  # a fatal error: stop listening and stop every worker
-RECYCLE = b"R"  # served max_requests: start a replacement, then stop this one
-READY = b"U"  # the model is loaded: a replacement may now take over
-DRAIN_CUT = b"C"  # requests were still running at graceful_timeout
-RETIRE = signal.SIGUSR2  # from the arbiter to a replaced worker: finish and leave
-_MESSAGE = struct.Struct("=ci")
-
-
-class _Inbox:
-    """A pipe from the workers to the arbiter: short messages, each written atomically."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self.write_fd, False)
-
-    def send(self, kind: bytes, wake: bool = False) -> None:
-        """Tell the arbiter ``kind`` (in a worker); it reads within a second, or now if woken."""
-        try:
-            os.write(self.write_fd, _MESSAGE.pack(kind, os.getpid()))
-            if wake:
-                os.kill(os.getppid(), signal.SIGWINCH)
-        except OSError:  # the arbiter is gone: nobody to tell
-            pass
-
-    def receive(self) -> list[tuple[bytes, int]]:
-        """Every message waiting (in the arbiter)."""
-        data = b""
-        while True:
-            try:
-                chunk = os.read(self.read_fd, 64 * _MESSAGE.size)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        whole = len(data) - len(data) % _MESSAGE.size
-        return [_MESSAGE.unpack_from(data, at) for at in range(0, whole, _MESSAGE.size)]
 
 
 class _Logger(glogging.Logger):  # type: ignore[misc,unused-ignore]
@@ -99,230 +50,8 @@ class _Logger(glogging.Logger):  # type: ignore[misc,unused-ignore]
             log.propagate = True
 
 
-def _route_uvicorn_logs() -> None:
-    # uvicorn's worker points uvicorn's loggers at gunicorn's handlers; send them through
-    # the root logger instead, so that every line has the same format and request id.
-    for name in ("uvicorn", "uvicorn.error"):
-        log = logging.getLogger(name)
-        log.handlers = []
-        log.propagate = True
-    # No access log: uvicorn writes one only when this logger has handlers, and a line per
-    # request costs more CPU than the rest of an echo request.
-    access = logging.getLogger("uvicorn.access")
-    access.handlers = []
-    access.propagate = False
-
-
-class _DrainingServer(Server):
-    """uvicorn's server: drains the app first, bounds the drain, recycles the worker."""
-
-    def __init__(
-        self,
-        config: Any,
-        app: ServingApp,
-        inbox: _Inbox,
-        recycle_after: int,
-        accept_when_ready: bool,
-    ) -> None:
-        super().__init__(config)
-        self.serving_app = app
-        self.inbox = inbox
-        self.recycle_after = recycle_after  # 0: never
-        self.accept_when_ready = accept_when_ready  # a replacement: its elder serves meanwhile
-        self.drain_cut = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._drain_timer: asyncio.TimerHandle | None = None
-        self._recycle_asked_at: float | None = None
-        self._told_ready = False
-
-    async def serve(self, sockets: list[Any] | None = None) -> None:
-        """Serve on ``sockets`` until told to stop, then drain."""
-        self.loop = asyncio.get_running_loop()
-        await super().serve(sockets=sockets)
-
-    async def startup(self, sockets: list[Any] | None = None) -> None:
-        """Start the app; a replacement accepts connections only once its model is ready."""
-        if not self.accept_when_ready or not sockets:
-            await super().startup(sockets=sockets)
-            return
-        await super().startup(sockets=[])  # the lifespan starts loading the model
-        lifecycle = self.serving_app.lifecycle
-        notify = self.config.callback_notify
-        waited = 0
-        while lifecycle.health is Health.STARTING and not self.should_exit:
-            await asyncio.sleep(0.05)
-            waited += 1
-            if notify is not None and waited % 20 == 0:
-                await notify()  # the arbiter's heartbeat: on_tick does not run yet
-        if lifecycle.health is not Health.READY or self.should_exit:
-            return  # a failed load has already left (lifecycle's on_fatal)
-        config = self.config
-
-        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config,
-                server_state=self.server_state,
-                app_state=self.lifespan.state,
-                _loop=_loop,
-            )
-
-        loop = asyncio.get_running_loop()
-        for sock in sockets:
-            server = await loop.create_server(
-                create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
-            )
-            self.servers.append(server)
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        """Drain first, then let uvicorn stop."""
-        self.serving_app.lifecycle.start_draining()
-        self.begin_drain()
-        super().handle_exit(sig, frame)
-
-    def retire(self) -> None:
-        """Replaced (max_requests): stop accepting and finish, staying ready meanwhile.
-
-        Requests that still come on open connections are served (with connection: close):
-        the server as a whole is not draining, its replacement serves beside.
-        """
-        self.begin_drain()
-
-    def begin_drain(self) -> None:
-        """Stop accepting now and start the ``graceful_timeout`` clock (any thread)."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._begin_drain)
-        self.should_exit = True
-
-    def _begin_drain(self) -> None:
-        for server in self.servers:
-            server.close()  # uvicorn closes them again when it shuts down: a no-op
-        if self._drain_timer is None and self.loop is not None:
-            seconds = self.serving_app.settings.graceful_timeout
-            self._drain_timer = self.loop.call_later(seconds, self._cut_short)
-
-    def _cut_short(self) -> None:
-        """graceful_timeout ran out: answer what still runs 503 and stop waiting for it."""
-        busy = [
-            connection
-            for connection in self.server_state.connections
-            if not getattr(getattr(connection, "cycle", None), "response_complete", True)
-        ]
-        if busy or self.server_state.tasks:
-            self.drain_cut = True
-            timeout = self.serving_app.settings.graceful_timeout
-            logger.error(
-                "graceful_timeout (%gs) ran out with %d request(s) still running: "
-                "answering them 503 and exiting",
-                timeout,
-                len(busy),
-            )
-            message = f"the server is shutting down: the request did not finish within {timeout:g}s"
-            self.inbox.send(DRAIN_CUT)
-            for connection in list(self.server_state.connections):
-                cut_short = getattr(connection, "cut_short", None)
-                if cut_short is not None:
-                    cut_short(message)
-                else:
-                    connection.shutdown()
-        self.force_exit = True  # uvicorn stops waiting, and runs no lifespan shutdown
-
-    async def on_tick(self, counter: int) -> bool:
-        """Every 0.1 s: report readiness, ask for a replacement past max_requests."""
-        if not self._told_ready and self.serving_app.lifecycle.health is Health.READY:
-            self._told_ready = True
-            self.inbox.send(READY)
-        if self.recycle_after and not self.should_exit:
-            served = self.server_state.total_requests
-            now = time.monotonic()
-            asked = self._recycle_asked_at
-            if served >= self.recycle_after and (
-                asked is None or now - asked > RECYCLE_RETRY_SECONDS
-            ):
-                if asked is None:
-                    logger.info("served %d requests (max_requests): replacing this worker", served)
-                self._recycle_asked_at = now
-                self.inbox.send(RECYCLE)
-        return bool(await super().on_tick(counter))
-
-
-class Worker(UvicornWorker):
-    """uvicorn's gunicorn worker with the lifespan required and our exit codes."""
-
-    # No WebSocket protocol: an upgrade request is answered as plain HTTP (protocol.py).
-    # No `server` header naming the stack.
-    CONFIG_KWARGS = {
-        "loop": "auto",
-        "http": "auto",
-        "lifespan": "on",
-        "ws": "none",
-        "server_header": False,
-    }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        settings: Settings = self.app.settings
-        # A backstop only: the drain's own clock (_DrainingServer) answers what still runs
-        # at graceful_timeout and stops uvicorn's wait first.
-        self.config.timeout_graceful_shutdown = int(settings.graceful_timeout) + 2
-        self.config.access_log = False
-        _route_uvicorn_logs()
-        self._exit_code = 0
-        self._server: _DrainingServer | None = None
-        # Built in the arbiter just before the fork: is this worker spawned to replace one?
-        self.is_replacement = bool(getattr(self.app, "spawning_replacement", False))
-        self.recycle_after = 0
-        if settings.max_requests:
-            jitter = random.SystemRandom().randint(0, settings.max_requests_jitter)
-            self.recycle_after = settings.max_requests + jitter
-
-    async def _serve(self) -> None:
-        # Runs in the worker, after the fork: self.wsgi is the ServingApp from load().
-        app: ServingApp = self.wsgi
-        app.lifecycle.on_fatal = self._fatal
-        self.config.app = app
-        from .protocol import with_head_timeout  # in the worker: the master parses no request
-
-        self.config.http = with_head_timeout(app.settings.request_timeout)
-        inbox: _Inbox = self.app.inbox
-        self._server = _DrainingServer(
-            self.config, app, inbox, self.recycle_after, self.is_replacement
-        )
-        self._install_sigquit_handler()
-        asyncio.get_running_loop().add_signal_handler(RETIRE, self._server.retire)
-        # The plain sockets, not gunicorn's wrappers: the event loop's server owns them
-        # and closes them, and a wrapper closed twice logs "Error while closing socket".
-        await self._server.serve(sockets=[getattr(s, "sock", s) for s in self.sockets])
-        if not self._server.started:
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
-        if self._server.drain_cut:
-            # Predicts still running hold their threads: leave without waiting for them.
-            logging.shutdown()
-            os._exit(self._exit_code or EXIT_DRAIN_TIMEOUT)
-        if self._exit_code:
-            sys.exit(self._exit_code)
-
-    def _fatal(self, code: int, drain: bool) -> None:
-        """Leave with ``code``: at once (load failed) or after draining (unrecoverable).
-
-        Draining stops this worker accepting at once and tells the arbiter, which stops
-        listening and stops the other workers, as SIGTERM does (any thread).
-        """
-        if not drain or self._server is None:
-            logging.shutdown()
-            os._exit(code)
-        self._exit_code = code
-        if self.app.settings.workers == 1:
-            # No sibling shares the listening socket: shut it for every process holding
-            # it (the arbiter too) in one call, so that no connection waits in its backlog.
-            for listener in self.sockets:
-                with contextlib.suppress(OSError):
-                    getattr(listener, "sock", listener).shutdown(socket.SHUT_RD)
-        self._server.begin_drain()
-        self.app.inbox.send(FATAL, wake=True)
-
-
 class _Arbiter(Arbiter):  # type: ignore[misc,unused-ignore]
-    """gunicorn's arbiter, acting on its workers' messages (see ``_Inbox``)."""
+    """gunicorn's arbiter, acting on its workers' messages (see ``Inbox``)."""
 
     LISTENERS: list[Any]
 
@@ -422,7 +151,7 @@ class Application(BaseApplication):  # type: ignore[misc,unused-ignore]
     def __init__(self, spec: PredictorSpec, settings: Settings) -> None:
         self.spec = spec
         self.settings = settings
-        self.inbox = _Inbox()
+        self.inbox = Inbox()
         self.spawning_replacement = False
         self.metrics_dir: str | None = None
         if settings.workers > 1:

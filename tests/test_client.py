@@ -17,7 +17,7 @@ import requests
 from conftest import PREDICTORS, launch, post_in_background
 from fakes import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
-from openbayes_serving.client import Client, PredictError
+from openbayes_serving import Client, PredictError
 
 
 class FakeError(Exception):

@@ -15,11 +15,11 @@ from typing import Any, Callable
 import pytest
 
 from openbayes_serving import codec
+from openbayes_serving.answers import sse_events
 from openbayes_serving.errors import SettingsError
 from openbayes_serving.request import Request
 from openbayes_serving.responses import Responder
 from openbayes_serving.settings import resolve_settings
-from openbayes_serving.stream_parsing import sse_events
 from openbayes_serving.streams import (
     Channel,
     StreamOptions,
