@@ -195,7 +195,11 @@ class Client:
         A refused connection or a 503 is tried again (``max_retries``, within ``timeout``,
         None: the client's), so a server that is starting gets the time to answer.
         """
-        return self._probe("healthz", timeout)
+        return _probe(
+            self.session,
+            f"{self.url.rstrip('/')}/healthz",
+            self.timeout if timeout is None else timeout,
+        )
 
     def ready(self, timeout: Timeout = None) -> bool:
         """True when ``GET /readyz`` answers 200: the model is loaded and not draining.
@@ -203,7 +207,11 @@ class Client:
         Retried as ``health`` is: False comes after ``max_retries`` waits (about 3 s by
         default); ``Client(max_retries=0)`` looks once.
         """
-        return self._probe("readyz", timeout)
+        return _probe(
+            self.session,
+            f"{self.url.rstrip('/')}/readyz",
+            self.timeout if timeout is None else timeout,
+        )
 
     def _post(
         self,
@@ -236,20 +244,21 @@ class Client:
         logger.debug("POST %s: %d in %.1f ms (request %s)", self.url, response.status_code, ms, rid)
         return response
 
-    def _probe(self, path: str, timeout: Timeout) -> bool:
-        import requests
 
-        from .retries import deadline
+def _probe(session: Any, url: str, timeout: Timeout) -> bool:
+    """GET ``url`` within ``timeout`` (retries included): True for a 200."""
+    import requests
 
-        url = f"{self.url.rstrip('/')}/{path}"
-        seconds, wait = _timeouts(self.timeout if timeout is None else timeout)
-        at = None if seconds is None else time.monotonic() + seconds
-        try:
-            with deadline(at), self.session.get(url, timeout=wait) as response:
-                return response.status_code == 200
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            logger.debug("GET %s failed: %s", url, exc)
-            return False
+    from .retries import deadline
+
+    seconds, wait = _timeouts(timeout)
+    at = None if seconds is None else time.monotonic() + seconds
+    try:
+        with deadline(at), session.get(url, timeout=wait) as response:
+            return bool(response.status_code == 200)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        logger.debug("GET %s failed: %s", url, exc)
+        return False
 
 
 def _timeouts(timeout: Timeout) -> tuple[float | None, Timeout]:

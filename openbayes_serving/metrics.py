@@ -58,24 +58,7 @@ class Metrics:
             **kw,
         )
         self.in_flight, self.queue_depth, self.load_seconds = _gauges(Gauge, kw)
-        self.first_chunk = Histogram(
-            "openbayes_serving_stream_first_chunk_seconds",
-            "Time from the arrival of a streamed request to its first chunk sent.",
-            buckets=_LATENCY_BUCKETS,
-            **kw,
-        )
-        self.stream_chunks = Histogram(
-            "openbayes_serving_stream_chunks",
-            "Chunks sent per stream (counted when the stream ends, however it ends).",
-            buckets=_CHUNK_BUCKETS,
-            **kw,
-        )
-        self.predicts_running = Gauge(
-            "openbayes_serving_predicts_running",
-            "Predict calls running now on model threads (a stuck one included).",
-            multiprocess_mode="livesum",
-            **kw,
-        )
+        self.first_chunk, self.stream_chunks = _stream_histograms(Histogram, kw)
         self.cancelled = Counter(
             "openbayes_serving_cancelled",
             "Requests whose cancelled was set (predictors that ask for it), by reason: "
@@ -84,18 +67,7 @@ class Metrics:
             **kw,
         )
         self._cancelled = {r: self.cancelled.labels(r) for r in ("disconnect", "deadline")}
-        self.warmup_seconds = Gauge(
-            "openbayes_serving_warmup_seconds",
-            "Time taken by warmup() on the model instances, in all.",
-            multiprocess_mode="max",
-            **kw,
-        )
-        self.concurrency_limit = Gauge(
-            "openbayes_serving_predict_concurrency",
-            "Predicts allowed at once now, summed over instances (it adapts under auto).",
-            multiprocess_mode="livesum",
-            **kw,
-        )
+        self.predicts_running, self.warmup_seconds, self.concurrency_limit = _work_gauges(Gauge, kw)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request (any route)."""
@@ -184,6 +156,46 @@ def _gauges(gauge: Any, kw: dict[str, Any]) -> tuple[Any, Any, Any]:
         **kw,
     )
     return in_flight, queue_depth, load_seconds
+
+
+def _stream_histograms(histogram: Any, kw: dict[str, Any]) -> tuple[Any, Any]:
+    """Time to a stream's first chunk, and chunks per stream."""
+    first_chunk = histogram(
+        "openbayes_serving_stream_first_chunk_seconds",
+        "Time from the arrival of a streamed request to its first chunk sent.",
+        buckets=_LATENCY_BUCKETS,
+        **kw,
+    )
+    stream_chunks = histogram(
+        "openbayes_serving_stream_chunks",
+        "Chunks sent per stream (counted when the stream ends, however it ends).",
+        buckets=_CHUNK_BUCKETS,
+        **kw,
+    )
+    return first_chunk, stream_chunks
+
+
+def _work_gauges(gauge: Any, kw: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """Predicts running, warm-up time, and the predict concurrency limit now."""
+    predicts_running = gauge(
+        "openbayes_serving_predicts_running",
+        "Predict calls running now on model threads (a stuck one included).",
+        multiprocess_mode="livesum",
+        **kw,
+    )
+    warmup_seconds = gauge(
+        "openbayes_serving_warmup_seconds",
+        "Time taken by warmup() on the model instances, in all.",
+        multiprocess_mode="max",
+        **kw,
+    )
+    concurrency_limit = gauge(
+        "openbayes_serving_predict_concurrency",
+        "Predicts allowed at once now, summed over instances (it adapts under auto).",
+        multiprocess_mode="livesum",
+        **kw,
+    )
+    return predicts_running, warmup_seconds, concurrency_limit
 
 
 def mark_worker_dead(pid: int) -> None:

@@ -225,17 +225,7 @@ def serve_directory(directory: Path, replicas: int, argv: Sequence[str]) -> int:
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         app = build_application(directory, settings, replicas, num_cpus=min(1.0, cpus / replicas))
-        serve.start(
-            http_options={
-                "host": settings.host,
-                "port": settings.bind_port,
-                "keep_alive_timeout_s": max(1, int(settings.keepalive)),
-            }
-        )
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/")
-        except RuntimeError as exc:
-            logger.error("the replicas did not start: %s", exc)
+        if not _start(serve, app, settings):
             return EXIT_LOAD_FAILED
         logger.info(
             "serving %s with %d Ray replica(s) on http://%s:%d",
@@ -253,6 +243,23 @@ def serve_directory(directory: Path, replicas: int, argv: Sequence[str]) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _start(serve: Any, app: Any, settings: Settings) -> bool:
+    """Start Ray's HTTP proxy on the settings' host and port, and the replicas."""
+    serve.start(
+        http_options={
+            "host": settings.host,
+            "port": settings.bind_port,
+            "keep_alive_timeout_s": max(1, int(settings.keepalive)),
+        }
+    )
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/")
+    except RuntimeError as exc:
+        logger.error("the replicas did not start: %s", exc)
+        return False
+    return True
 
 
 def _check_directory(directory: Path, replicas: int) -> Path:
