@@ -230,7 +230,13 @@ class Scheduler:
                 with self._lock:
                     self._skipped += 1
                 continue
-            if self._alive(job, self._clock()):
+            # _alive() inlined: this runs for every request
+            now = self._clock()
+            if job.deadline <= now:
+                _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+            elif job.connection is not None and job.connection.disconnected:
+                _finish(job, None, ClientGone())
+            else:
                 return job
 
     def _alive(self, job: Job, now: float) -> bool:
