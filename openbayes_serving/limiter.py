@@ -93,12 +93,19 @@ class Limiter:
             self._peak = max(self._peak, self._running)
 
     def release(self, seconds: float | None) -> None:
-        """Give a permit back; ``seconds`` is how long the predict ran (None: no call)."""
+        """Give a permit back; ``seconds`` is how long the predict ran (None: no call).
+
+        After a call the releasing thread takes a permit again at once, so no other
+        thread is woken: handing the permit to a sleeping thread would cost a thread
+        switch per request. A thread that leaves (None) wakes one; a rise in the limit
+        wakes all (``_step``).
+        """
         with self._cond:
             self._running -= 1
-            if seconds is not None and self.adaptive:
+            if seconds is None:
+                self._cond.notify()
+            elif self.adaptive:
                 self._observe(seconds)
-            self._cond.notify()
 
     def _observe(self, seconds: float) -> None:
         # Under the lock: one call into the window; at the window's end, one step.
