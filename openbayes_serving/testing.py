@@ -30,6 +30,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def http_scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]], query_string: bytes = b""
+) -> dict[str, Any]:
+    """The ASGI scope of an HTTP request from 127.0.0.1, as a server would pass it."""
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query_string,
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0),
+    }
+
+
 class LocalResponse:
     """What the app answered: status, headers (lower-case names), body."""
 
@@ -129,19 +148,7 @@ class LocalClient:
     ) -> LocalResponse:
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
-        scope = {
-            "type": "http",
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": urlencode(params or {}, doseq=True).encode(),
-            "headers": raw,
-            "client": ("127.0.0.1", 0),
-            "server": ("127.0.0.1", 0),
-        }
+        scope = http_scope(method, path, raw, urlencode(params or {}, doseq=True).encode())
         sent: list[dict[str, Any]] = []
         done = asyncio.Event()
         given = False

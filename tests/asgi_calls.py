@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from openbayes_serving.testing import LocalClient
+from openbayes_serving.testing import LocalClient, http_scope
 
 
 @dataclass
@@ -43,19 +43,7 @@ async def post(
     body = orjson.dumps(json)
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": raw,
-        "client": ("127.0.0.1", 0),
-        "server": ("127.0.0.1", 0),
-    }
+    scope = http_scope("POST", "/", raw)
     gone = False  # the client has left (or the app has returned)
     waiters: list[asyncio.Future[None]] = []  # receive() calls waiting for the end
     given = False

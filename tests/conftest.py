@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,3 +163,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+class QuietFileHandler(SimpleHTTPRequestHandler):
+    """Serves files without logging each request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A static file server on 127.0.0.1 in a thread: (its root directory, its URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(QuietFileHandler, directory=str(root))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+        httpd.shutdown()
+        thread.join(timeout=10)

@@ -7,7 +7,6 @@ object-detector-torch examples need torch and torchvision to make their models.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import io
 import json
@@ -19,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,25 +90,6 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (320, 240)) -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt)
     return out.getvalue()
-
-
-class QuietFileHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A static file server on 127.0.0.1 in a thread: (its root directory, its URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(QuietFileHandler, directory=str(root))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-        httpd.shutdown()
-        thread.join(timeout=10)
 
 
 # image-classifier-onnx

@@ -8,7 +8,6 @@ Micro Hei fonts, speech is made by espeak-ng (``make test`` installs all three).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import io
 import json
@@ -16,13 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import wave
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -287,27 +284,6 @@ def test_ocr_example_request_is_the_sample_for_the_page(ocr_server: Server) -> N
     assert rv.headers["x-example-kind"] == "file"
     assert rv.headers["Content-Type"].startswith("image/png")
     assert rv.content == (EXAMPLES / "ocr" / "sample.png").read_bytes()
-
-
-class QuietFileHandler(SimpleHTTPRequestHandler):
-    """Serves files without logging each request."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Keep test output quiet."""
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A static file server on 127.0.0.1 in a thread: (its root directory, its URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(QuietFileHandler, directory=str(root))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-        httpd.shutdown()
-        thread.join(timeout=10)
 
 
 def test_ocr_fetches_an_image_url_and_reads_the_same_text(

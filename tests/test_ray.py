@@ -29,6 +29,7 @@ import openbayes_serving as serv
 from openbayes_serving import cli
 from openbayes_serving.predictor import inspect_predictor
 from openbayes_serving.settings import resolve_settings
+from openbayes_serving.testing import http_scope
 
 # find_spec, not import: importing ray here would run under filterwarnings=error.
 REPLICAS = 2
@@ -280,19 +281,7 @@ async def _lifespan_and_one_request(app, body: bytes, headers: list) -> tuple[li
         await asyncio.sleep(0.05)
     sent: list = []
     if events == [{"type": "lifespan.startup.complete"}]:
-        scope = {
-            "type": "http",
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/",
-            "raw_path": b"/",
-            "root_path": "",
-            "query_string": b"",
-            "headers": headers,
-            "client": ("127.0.0.1", 0),
-            "server": ("127.0.0.1", 0),
-        }
+        scope = http_scope("POST", "/", headers)
         given = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> dict:
