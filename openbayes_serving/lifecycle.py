@@ -162,6 +162,7 @@ class Lifecycle:
         self.scheduler = Scheduler(
             [self.pipeline.runner(instance) for instance in instances],
             max_queue=self.settings.max_queue,
+            max_queue_wait=self.settings.queue_wait_bound,
             policy=policy_for(self.spec.batch),
             limiters=self._limiters(instances),
         )

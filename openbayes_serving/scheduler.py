@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .admission import Admission, Gate
 from .batching import OneAtATime, Policy, Runner
 from .errors import ClientGone, OverloadedError, QueueTimeoutError
 from .limiter import Limiter
@@ -33,6 +34,9 @@ class Job:
     on_done: Done
     deadline: float
     enqueued_at: float
+    # When a job still queued is refused unrun: the deadline, or sooner the queue-wait
+    # backstop (``Gate.shed_after``). One comparison per job on the fast path.
+    expires: float = float("inf")
     # The connection the request came on, if the server lets us see it: a job whose
     # client has disconnected (``connection.disconnected``) is dropped, not run.
     connection: Any = None
@@ -48,15 +52,6 @@ class Job:
         except IndexError:
             return False
         return True
-
-
-class Admission:
-    """A place in the queue taken from a request's head, before its body is read."""
-
-    __slots__ = ("used",)
-
-    def __init__(self) -> None:
-        self.used = False
 
 
 class Scheduler:
@@ -77,6 +72,7 @@ class Scheduler:
         *,
         concurrency: int = 1,
         max_queue: int = 128,
+        max_queue_wait: float | None = None,
         policy: Policy | None = None,
         limiters: Sequence[Limiter] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -85,17 +81,15 @@ class Scheduler:
         self.limiters = list(
             limiters or [Limiter(concurrency, concurrency, False) for _ in runners]
         )
-        self._max_queue = max_queue
+        self.gate = Gate(max_queue, max_queue_wait)
         self._policy: Policy = policy or OneAtATime()
         self._clock = clock
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # model threads only
         self._cancelled = 0  # cancel() calls that took a queued job: written by the loop
-        self._admitted = 0  # places taken by admit() and not yet used or withdrawn: the loop
         self._skipped = 0  # cancelled jobs popped and dropped: written under _lock
         self._running = 0  # threads running predict now: written under _lock
         self._active: dict[int, tuple[list[Job], float]] = {}  # thread -> its call: _lock
-        self._closing = False
         self._threads: list[threading.Thread] = []
         self.on_batch: Callable[[int], None] | None = None
         # (seconds waited in the queue, seconds predict ran), once per job, on its thread
@@ -141,29 +135,18 @@ class Scheduler:
     def admit(self) -> Admission:
         """Take a place in the queue for a request whose body is yet to be read.
 
-        Admitted requests count against ``max_queue`` until they are submitted or
-        withdrawn, so a request the queue would refuse is refused before its body costs
-        memory or time.
+        Admitted requests count against the queue's bounds (``admission.Gate``) until
+        they are submitted or withdrawn, so a request the queue would refuse is refused
+        before its body costs memory or time.
 
         Raises:
-            OverloadedError: no place is left, or the scheduler is closing (503).
+            OverloadedError: the queue is full (by count or by time), or closing (503).
         """
-        self._check_room()
-        self._admitted += 1
-        return Admission()
+        return self.gate.admit(self.queue_depth, self.slots - self._running, self.slots)
 
     def withdraw(self, admission: Admission) -> None:
         """Give back an admitted place that was never submitted (the request failed)."""
-        if not admission.used:
-            admission.used = True
-            self._admitted -= 1
-
-    def _check_room(self) -> None:
-        if self._closing:
-            raise OverloadedError("the server is shutting down")
-        pending = self.queue_depth + self._admitted
-        if pending >= self._max_queue and self.slots - self._running - pending <= 0:
-            raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
+        self.gate.withdraw(admission)
 
     def submit(
         self,
@@ -186,14 +169,14 @@ class Scheduler:
             OverloadedError: the queue already holds ``max_queue`` jobs, or is closing.
         """
         now = self._clock()
-        job = Job(payload, on_done, deadline=deadline, enqueued_at=now, connection=connection)
-        if admission is not None and not admission.used:
-            admission.used = True
-            self._admitted -= 1
-            if self._closing:
+        gate = self.gate
+        if admission is not None and gate.use(admission):
+            if gate.closing:
                 raise OverloadedError("the server is shutting down")
         else:
-            self._check_room()
+            gate.check(self.queue_depth, self.slots - self._running, self.slots)
+        expires = min(deadline, now + gate.shed_after())
+        job = Job(payload, on_done, deadline, now, expires, connection)
         self._queue.put(job)
         return job
 
@@ -206,7 +189,7 @@ class Scheduler:
 
     def close(self, timeout: float) -> None:
         """Let queued jobs finish, then stop the threads (waits at most ``timeout``)."""
-        self._closing = True
+        self.gate.closing = True
         for _ in self._threads:
             self._queue.put(None)  # one stop mark per thread, after every queued job
         deadline = time.monotonic() + timeout
@@ -232,8 +215,8 @@ class Scheduler:
                 continue
             # _alive() inlined: this runs for every request
             now = self._clock()
-            if job.deadline <= now:
-                _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+            if job.expires <= now:
+                _finish(job, None, _expired(job, now))
             elif job.connection is not None and job.connection.disconnected:
                 _finish(job, None, ClientGone())
             else:
@@ -242,11 +225,12 @@ class Scheduler:
     def _alive(self, job: Job, now: float) -> bool:
         """True when a claimed job is still worth running; else it is answered now.
 
-        A job past its deadline is answered ``QueueTimeoutError``, one whose client has
-        gone (``connection.disconnected``) ``ClientGone``.
+        A job past its deadline is answered ``QueueTimeoutError``, one that waited past
+        the queue's backstop ``OverloadedError``, one whose client has gone
+        (``connection.disconnected``) ``ClientGone``.
         """
-        if job.deadline <= now:
-            _finish(job, None, QueueTimeoutError("request timed out in the queue"))
+        if job.expires <= now:
+            _finish(job, None, _expired(job, now))
             return False
         if job.connection is not None and job.connection.disconnected:
             _finish(job, None, ClientGone())
@@ -286,10 +270,18 @@ class Scheduler:
                     del self._active[ident]
                 ran = self._clock() - began
                 limiter.release(ran)
+                self.gate.timed(ran, len(jobs))
             for job, (result, error) in zip(jobs, outcomes):
                 if self.on_timing is not None:  # a batched job's wait includes gathering
                     self.on_timing(began - job.enqueued_at, ran)
                 _finish(job, result, error)
+
+
+def _expired(job: Job, now: float) -> Exception:
+    """Why a job that is past ``expires`` is answered unrun."""
+    if job.deadline <= now:
+        return QueueTimeoutError("request timed out in the queue")
+    return OverloadedError("server overloaded: the request waited too long for predict")
 
 
 def _finish(job: Job, result: Any, error: BaseException | None) -> None:

@@ -68,6 +68,15 @@ def _concurrency(value: object) -> int | str:
         raise ValueError("must be auto or a positive integer") from None
 
 
+def _queue_wait(value: object) -> float | str:
+    if str(value).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _non_negative_float(value)
+    except ValueError:
+        raise ValueError("must be auto, 0 or a positive number of seconds") from None
+
+
 def _non_negative_float(value: object) -> float:
     number = float(str(value))
     if not number >= 0 or number == float("inf"):
@@ -168,6 +177,12 @@ class Settings:
     max_queue: int = _setting(
         128, _non_negative_int, "Requests that may wait for a predict slot before 503."
     )
+    max_queue_wait: Union[float, str] = _setting(
+        AUTO,
+        _queue_wait,
+        "Seconds a request may expect to wait for a predict slot before 503; auto: the "
+        "larger of 2 s and 10 recent predict calls; 0: bounded by max_queue alone.",
+    )
     request_timeout: float = _setting(
         60.0, _positive_float, "Seconds a request may take, queue wait included, before 504."
     )
@@ -259,6 +274,12 @@ class Settings:
     def body_memory(self) -> int:
         """The bytes of request bodies one worker may hold at once."""
         return self.max_body_memory or 4 * self.max_body_size
+
+    @property
+    def queue_wait_bound(self) -> float | None:
+        """``max_queue_wait`` in seconds, or None when it follows the model (``auto``)."""
+        value = self.max_queue_wait
+        return None if isinstance(value, str) else value
 
     @property
     def concurrency_pin(self) -> int | None:

@@ -60,3 +60,24 @@ def test_bodies_held_beyond_the_memory_budget_are_refused_with_503(serve):
         slow.sendall(payload[1000:])
         assert answer(slow)[0] == 200
     assert requests.post(server.url, json={"b": 1}, timeout=5).json() == {"b": 1}
+
+
+def test_a_request_that_would_wait_past_max_queue_wait_gets_503_at_once(serve):
+    server = serve(
+        "sleeper", "--predict-concurrency", "1", "--max-queue-wait", "0.25", "--max-queue", "500"
+    )
+    for i in range(16):  # the first 16 calls time predict: 0.1 s each
+        assert requests.post(server.url, json={"id": i, "sleep": 0.1}, timeout=10).ok
+    # one runs, two wait: a third would wait (2 + 1) x 0.1 s, past 0.25 s
+    busy = [post_in_background(server.url, {"id": 100 + i, "sleep": 0.5}) for i in range(3)]
+    time.sleep(0.2)
+    started = time.monotonic()
+    refused = requests.post(server.url, json={"id": 200}, timeout=10)
+    assert time.monotonic() - started < 0.5
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"]
+    assert "would wait about" in refused.json()["error"]
+    for thread in busy:
+        thread.join(10)
+    ran = requests.post(server.url, json={"ran": True}, timeout=10).json()["ran"]
+    assert 200 not in ran
