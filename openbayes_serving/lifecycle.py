@@ -4,28 +4,29 @@ One start-up path for every host (the gunicorn worker, a Ray replica, ``LocalCli
 build an instance per device and warm it up (``warmup()``), the pipeline, the scheduler
 and its model threads, start ``run()``, turn ready; ``/readyz`` then also asks the
 predictor's ``health()`` (``health_probe``). The host learns of a fatal error through
-``on_fatal(code, drain)`` and decides how to leave with the code.
+``on_fatal(code, drain)`` and decides how to leave with the code. Where the process
+stands, and the requests waiting for it to load, are ``readiness``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import logging
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from .batching import policy_for
 from .config import concurrency_pin
 from .dispatch import Dispatcher
-from .errors import OverloadedError, PredictorError, StartupError
+from .errors import PredictorError, StartupError
 from .instances import HealthProbe, build_instance, warm_up
 from .limiter import Limiter
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .predictor import PredictorSpec
+from .readiness import Health, Readiness
 from .scheduler import Admission, Scheduler
 from .settings import Settings
 from .watchdog import Watchdog
@@ -45,21 +46,6 @@ EXIT_DRAIN_TIMEOUT = 5  # SIGTERM: requests still running at graceful_timeout we
 OnFatal = Callable[[int, bool], None]
 
 
-class Health(enum.Enum):
-    """Where the serving process stands."""
-
-    STARTING = "starting"
-    READY = "ready"
-    STUCK = "stuck"  # a predict ran past predict_timeout: still serving, not ready
-    DRAINING = "draining"
-    FAILED = "failed"
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _ignore_fatal(code: int, drain: bool) -> None:
     """The default host reaction to a fatal error: none (the health says FAILED)."""
 
@@ -77,7 +63,7 @@ class Lifecycle:
         self.spec = spec
         self.settings = settings
         self.metrics = metrics
-        self.health = Health.STARTING
+        self.readiness = Readiness(settings.max_queue)
         self.on_fatal: OnFatal = on_fatal or _ignore_fatal
         self.pool = ThreadPoolExecutor(
             max_workers=settings.preprocess_threads, thread_name_prefix="pre-post"
@@ -88,51 +74,39 @@ class Lifecycle:
         self.watchdog: Watchdog | None = None
         self.health_probe: HealthProbe | None = None  # when the predictor has health()
         self.load_error: PredictorError | None = None
-        self.waiting_for_load = 0  # requests that came while the model loads (event loop)
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._waiters_lock = threading.Lock()
+
+    @property
+    def health(self) -> Health:
+        """Where the serving process stands."""
+        return self.readiness.health
+
+    @health.setter
+    def health(self, health: Health) -> None:
+        self.readiness.health = health
+
+    @property
+    def serving(self) -> bool:
+        """True while predictions are taken (ready, or ready with a stuck predict)."""
+        return self.readiness.serving
+
+    def until_loaded(self, request: Request) -> Coroutine[Any, Any, None]:
+        """Wait while the model loads, as a queued request would (``Readiness.until_loaded``)."""
+        return self.readiness.until_loaded(request)
+
+    def start_draining(self) -> None:
+        """Readiness goes false; requests already accepted still finish."""
+        self.readiness.start_draining()
 
     @property
     def queue_depth(self) -> int:
         """Requests waiting: for a predict slot, or for the model to load."""
         queued = self.scheduler.queue_depth if self.scheduler is not None else 0
-        return queued + self.waiting_for_load
+        return queued + self.readiness.waiting
 
     @property
     def running(self) -> int:
         """Predict calls running now."""
         return self.scheduler.running if self.scheduler is not None else 0
-
-    async def until_loaded(self, request: Request) -> None:
-        """Wait (on the event loop) while the model loads, as a queued request would.
-
-        Returns at once unless the model is still loading (or warming up). Waiting
-        requests count against ``max_queue``.
-
-        Raises:
-            OverloadedError: ``max_queue`` requests already wait (503).
-            QueueTimeoutError: the model did not load before the request's deadline (504).
-        """
-        if self.health is not Health.STARTING:
-            return
-        if self.waiting_for_load >= self.settings.max_queue:
-            raise OverloadedError(
-                f"not ready: the model is loading and {self.waiting_for_load} requests "
-                "already wait for it"
-            )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._waiters_lock:
-            if self.health is not Health.STARTING:
-                return
-            self._waiters.append((loop, future))
-        self.waiting_for_load += 1
-        try:
-            await asyncio.wait_for(future, max(0.0, request.deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise request.deadline_error("the model did not load") from None
-        finally:
-            self.waiting_for_load -= 1
 
     def admit(self) -> Admission:
         """A place in the predict queue for a request, taken from its head (503 if none)."""
@@ -143,14 +117,6 @@ class Lifecycle:
         """Give back a place that was never used (the request ended before predict)."""
         if self.scheduler is not None:
             self.scheduler.withdraw(admission)
-
-    def _set_health(self, health: Health) -> None:
-        """Change the health; requests waiting for the load learn of it."""
-        with self._waiters_lock:
-            self.health = health
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_settle, future)
 
     def load(self) -> None:
         """Build every instance and start the model threads (on a loader thread)."""
@@ -164,7 +130,7 @@ class Lifecycle:
             max_queue=self.settings.max_queue,
             max_queue_wait=self.settings.queue_wait_bound,
             policy=policy_for(self.spec.batch),
-            limiters=self._limiters(instances),
+            limiters=_limiters(self.settings, self.metrics, instances),
         )
         self.scheduler.on_batch = self.metrics.observe_batch
         self.scheduler.on_timing = self.metrics.observe_timing
@@ -174,13 +140,13 @@ class Lifecycle:
             self.watchdog = Watchdog(
                 self.scheduler,
                 self.settings.predict_timeout,
-                self._stuck,
+                self.readiness.stuck,
                 lambda: self.fail(EXIT_FATAL, True),
             )
             self.watchdog.start()
         if self.spec.has_health:
             self.health_probe = HealthProbe([i.health for i in instances], self.spec.file)
-        self._set_health(Health.READY)  # before run() starts: a run() that fails stays failed
+        self.readiness.become(Health.READY)  # before run() starts: a run() that fails stays failed
         if self.spec.has_run:
             for instance in instances:
                 threading.Thread(
@@ -220,27 +186,6 @@ class Lifecycle:
             logger.info("%s.warmup() took %.2fs", self.spec.name, warming)
         return instances
 
-    def _limiters(self, instances: list[Any]) -> list[Limiter]:
-        """One limiter per instance: pinned, else adaptive (``auto``).
-
-        The ``predict_concurrency`` setting pins it; so does ``config.limit_concurrency``
-        called in ``__init__`` (the setting wins).
-        """
-        limiters = []
-        for i, (instance, device) in enumerate(zip(instances, self.settings.devices)):
-            pin = concurrency_pin(self.settings, instance)
-            maximum = pin or self.settings.max_predict_concurrency
-            name = f"instance {i} ({device})"
-            limiters.append(Limiter(pin or 1, maximum, adaptive=pin is None, name=name))
-
-        def publish(limit: int) -> None:
-            self.metrics.concurrency_limit.set(sum(limiter.limit for limiter in limiters))
-
-        for limiter in limiters:
-            limiter.on_change = publish
-        publish(0)
-        return limiters
-
     def load_now(self) -> None:
         """Load on this thread and raise if the model did not build (Ray, LocalClient).
 
@@ -253,7 +198,7 @@ class Lifecycle:
 
     def fail(self, code: int, drain: bool) -> None:
         """Readiness and liveness go false, and the host leaves with ``code``."""
-        self._set_health(Health.FAILED)
+        self.readiness.become(Health.FAILED)
         self.on_fatal(code, drain)
 
     def _late_fatal(self, exc: BaseException) -> None:
@@ -275,25 +220,6 @@ class Lifecycle:
                 logger.error("exiting so that the platform restarts the server")
                 self.fail(EXIT_FATAL, True)
 
-    @property
-    def serving(self) -> bool:
-        """True while predictions are taken (ready, or ready with a stuck predict)."""
-        return self.health in (Health.READY, Health.STUCK)
-
-    def _stuck(self, stuck: bool) -> None:
-        with self._waiters_lock:
-            if stuck and self.health is Health.READY:
-                self.health = Health.STUCK
-            elif not stuck and self.health is Health.STUCK:
-                self.health = Health.READY
-                logger.info("no predict is stuck any more: ready again")
-
-    def start_draining(self) -> None:
-        """Readiness goes false; requests already accepted still finish."""
-        if self.serving:
-            self.health = Health.DRAINING
-            logger.info("draining: finishing requests in flight")
-
     def shutdown(self) -> None:
         """Stop the model threads once the server has drained."""
         if self.watchdog is not None:
@@ -301,3 +227,25 @@ class Lifecycle:
         if self.scheduler is not None:
             self.scheduler.close(self.settings.graceful_timeout)
         self.pool.shutdown(wait=False)
+
+
+def _limiters(settings: Settings, metrics: Metrics, instances: list[Any]) -> list[Limiter]:
+    """One limiter per instance: pinned, else adaptive (``auto``).
+
+    The ``predict_concurrency`` setting pins it; so does ``config.limit_concurrency``
+    called in ``__init__`` (the setting wins).
+    """
+    limiters = []
+    for i, (instance, device) in enumerate(zip(instances, settings.devices)):
+        pin = concurrency_pin(settings, instance)
+        maximum = pin or settings.max_predict_concurrency
+        name = f"instance {i} ({device})"
+        limiters.append(Limiter(pin or 1, maximum, adaptive=pin is None, name=name))
+
+    def publish(limit: int) -> None:
+        metrics.concurrency_limit.set(sum(limiter.limit for limiter in limiters))
+
+    for limiter in limiters:
+        limiter.on_change = publish
+    publish(0)
+    return limiters
