@@ -178,13 +178,7 @@ async def send_stream(
                 await wire.ping()
             await event.wait()
             event.clear()
-        if channel.error is not None:
-            tail = _error_tail(channel.error, request, wire, details)
-            if tail is None:
-                return 500  # no final chunk: the client sees a truncated body
-            await wire.body(tail)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return 200
+        return await wire.end(channel.error, details)
     finally:
         channel.close()
         watcher.cancel()
@@ -195,7 +189,7 @@ async def send_stream(
 
 
 class _Wire:
-    """One stream's side of the connection: its status, its numbered chunks, its pings."""
+    """One stream's side of the connection: its status, its numbered chunks, its pings, its end."""
 
     def __init__(
         self, send: Send, request: Request, out: Responder, sse: bool, options: StreamOptions
@@ -235,6 +229,20 @@ class _Wire:
     async def body(self, data: bytes) -> None:
         """Send bytes of the stream's body."""
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, error: BaseException | None, details: bool) -> int:
+        """End the body; after a generator's error, with its last chunk when the framing has one.
+
+        Returns:
+            The status to log: 200, or 500 when the stream failed (the body was cut short).
+        """
+        if error is not None:
+            tail = _error_tail(error, self._request, self, details)
+            if tail is None:
+                return 500  # no final chunk: the client sees a truncated body
+            await self.body(tail)
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
 
 
 class _Heartbeat:
