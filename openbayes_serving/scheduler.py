@@ -54,6 +54,34 @@ class Job:
         return True
 
 
+class Calls:
+    """The predict calls running now, by model thread: what the watchdog inspects."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[list[Job], float]] = {}
+        self.count = 0
+
+    def enter(self, jobs: list[Job], began: float) -> int:
+        """The calling thread starts predict for ``jobs``; returns its ident."""
+        ident = threading.get_ident()
+        with self._lock:
+            self.count += 1
+            self._active[ident] = (jobs, began)
+        return ident
+
+    def leave(self, ident: int) -> None:
+        """The call of thread ``ident`` ended."""
+        with self._lock:
+            self.count -= 1
+            del self._active[ident]
+
+    def snapshot(self) -> list[tuple[int, list[Job], float]]:
+        """Each call running now: (thread ident, its jobs, when it began)."""
+        with self._lock:
+            return [(ident, jobs, began) for ident, (jobs, began) in self._active.items()]
+
+
 class Scheduler:
     """Model threads that run predict: ``concurrency`` per instance, one shared bounded queue.
 
@@ -88,8 +116,7 @@ class Scheduler:
         self._lock = threading.Lock()  # model threads only
         self._cancelled = 0  # cancel() calls that took a queued job: written by the loop
         self._skipped = 0  # cancelled jobs popped and dropped: written under _lock
-        self._running = 0  # threads running predict now: written under _lock
-        self._active: dict[int, tuple[list[Job], float]] = {}  # thread -> its call: _lock
+        self.calls = Calls()
         self._threads: list[threading.Thread] = []
         self.on_batch: Callable[[int], None] | None = None
         # (seconds waited in the queue, seconds predict ran), once per job, on its thread
@@ -125,12 +152,7 @@ class Scheduler:
     @property
     def running(self) -> int:
         """Predict calls running now."""
-        return self._running
-
-    def active(self) -> list[tuple[int, list[Job], float]]:
-        """Each predict call running now: (thread ident, its jobs, when it began)."""
-        with self._lock:
-            return [(ident, jobs, began) for ident, (jobs, began) in self._active.items()]
+        return self.calls.count
 
     def admit(self) -> Admission:
         """Take a place in the queue for a request whose body is yet to be read.
@@ -142,7 +164,7 @@ class Scheduler:
         Raises:
             OverloadedError: the queue is full (by count or by time), or closing (503).
         """
-        return self.gate.admit(self.queue_depth, self.slots - self._running, self.slots)
+        return self.gate.admit(self.queue_depth, self.slots - self.calls.count, self.slots)
 
     def withdraw(self, admission: Admission) -> None:
         """Give back an admitted place that was never submitted (the request failed)."""
@@ -174,7 +196,7 @@ class Scheduler:
             if gate.closing:
                 raise OverloadedError("the server is shutting down")
         else:
-            gate.check(self.queue_depth, self.slots - self._running, self.slots)
+            gate.check(self.queue_depth, self.slots - self.calls.count, self.slots)
         expires = min(deadline, now + gate.shed_after())
         job = Job(payload, on_done, deadline, now, expires, connection)
         self._queue.put(job)
@@ -222,21 +244,6 @@ class Scheduler:
             else:
                 return job
 
-    def _alive(self, job: Job, now: float) -> bool:
-        """True when a claimed job is still worth running; else it is answered now.
-
-        A job past its deadline is answered ``QueueTimeoutError``, one that waited past
-        the queue's backstop ``OverloadedError``, one whose client has gone
-        (``connection.disconnected``) ``ClientGone``.
-        """
-        if job.expires <= now:
-            _finish(job, None, _expired(job, now))
-            return False
-        if job.connection is not None and job.connection.disconnected:
-            _finish(job, None, ClientGone())
-            return False
-        return True
-
     def _serve(self, runner: Runner, limiter: Limiter) -> None:
         # Runs on a model thread until it pops its stop mark.
         policy = self._policy
@@ -251,23 +258,18 @@ class Scheduler:
             if policy.batches:
                 # Gathering took time: drop the jobs that expired or lost their client.
                 now = self._clock()
-                jobs = [job for job in jobs if self._alive(job, now)]
+                jobs = [job for job in jobs if _alive(job, now)]
                 if not jobs:
                     limiter.release(None)
                     continue
                 if self.on_batch is not None:
                     self.on_batch(len(jobs))
             began = self._clock()
-            ident = threading.get_ident()
-            with self._lock:
-                self._running += 1
-                self._active[ident] = (jobs, began)
+            ident = self.calls.enter(jobs, began)
             try:
                 outcomes = policy.run(runner, jobs)
             finally:
-                with self._lock:
-                    self._running -= 1
-                    del self._active[ident]
+                self.calls.leave(ident)
                 ran = self._clock() - began
                 limiter.release(ran)
                 self.gate.timed(ran, len(jobs))
@@ -275,6 +277,22 @@ class Scheduler:
                 if self.on_timing is not None:  # a batched job's wait includes gathering
                     self.on_timing(began - job.enqueued_at, ran)
                 _finish(job, result, error)
+
+
+def _alive(job: Job, now: float) -> bool:
+    """True when a claimed job is still worth running; else it is answered now.
+
+    A job past its deadline is answered ``QueueTimeoutError``, one that waited past
+    the queue's backstop ``OverloadedError``, one whose client has gone
+    (``connection.disconnected``) ``ClientGone``.
+    """
+    if job.expires <= now:
+        _finish(job, None, _expired(job, now))
+        return False
+    if job.connection is not None and job.connection.disconnected:
+        _finish(job, None, ClientGone())
+        return False
+    return True
 
 
 def _expired(job: Job, now: float) -> Exception:

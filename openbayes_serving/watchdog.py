@@ -63,7 +63,7 @@ class Watchdog:
     def check(self) -> bool:
         """One look: log new stuck predicts; True while any predict is stuck."""
         now = self._clock()
-        active = self.scheduler.active()
+        active = self.scheduler.calls.snapshot()
         stuck = [(ident, jobs) for ident, jobs, began in active if now - began > self.timeout]
         frames = sys._current_frames() if stuck else {}
         for ident, jobs in stuck:
