@@ -6,10 +6,13 @@ every predict slot is busy:
 
 - count: ``max_queue`` requests wait at most;
 - time: a request is refused when it would wait longer than ``max_queue_wait``, by the
-  estimate (requests ahead of it + 1) x the recent predict time per request / the calls
-  that may run at once. One waiting request is always let in, so an estimate never
-  starves the model. ``auto`` (the default) bounds the wait by the larger of 2 s and ten
-  recent predict calls, so a slow model still queues a few requests.
+  estimate (requests ahead of it + 1) x the recent time the model takes per request.
+  That time is a call's duration / the requests it served / the calls that ran beside
+  it, so it follows batching and the concurrency the limiter allows at the moment.
+  The estimate applies after the first 16 calls, and one waiting request is always let
+  in, so it never starves the model. ``auto`` (the default) bounds the wait by the
+  larger of 2 s and ten recent predict calls, so a slow model still queues a few
+  requests.
 
 The estimate is only as good as the recent past: a request that waited twice the bound
 anyway (predict slowed down, the limiter lowered its limit) is answered 503 when a model
@@ -49,18 +52,21 @@ class Gate:
         self.admitted = 0  # places taken by admit() and not yet used or withdrawn
         self.closing = False
         self.per_call = 0.0  # moving average of one predict call, seconds
-        self.per_request = 0.0  # ...of one call / the requests it served
+        self.per_request = 0.0  # ...of the model's time per request (see ``timed``)
         self._samples = 0
 
-    def timed(self, seconds: float, requests: int) -> None:
-        """A predict call serving ``requests`` took ``seconds`` (on a model thread)."""
+    def timed(self, seconds: float, requests: int, running: int) -> None:
+        """A predict call serving ``requests`` took ``seconds`` while ``running`` ran.
+
+        Called on a model thread. ``running`` counts this call too.
+        """
         if self._samples < _SAMPLES:
             self._samples += 1
             weight = 1.0 / self._samples  # a plain mean until the average has its samples
         else:
             weight = _WEIGHT
         self.per_call += weight * (seconds - self.per_call)
-        self.per_request += weight * (seconds / requests - self.per_request)
+        self.per_request += weight * (seconds / (requests * running) - self.per_request)
 
     @property
     def bound(self) -> float:
@@ -76,8 +82,8 @@ class Gate:
         bound = self.bound
         return 2 * bound if bound else float("inf")
 
-    def check(self, waiting: int, free: int, slots: int) -> None:
-        """Refuse one more request, given ``waiting`` jobs, ``free`` slots of ``slots``.
+    def check(self, waiting: int, free: int) -> None:
+        """Refuse one more request, given ``waiting`` jobs and ``free`` predict slots.
 
         Raises:
             OverloadedError: the queue is full by count or by time, or it is closing.
@@ -91,20 +97,20 @@ class Gate:
             raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
         bound = self.bound
         if pending and bound and self._samples >= _SAMPLES:
-            wait = (pending + 1) * self.per_request / max(1, slots)
+            wait = (pending + 1) * self.per_request
             if wait > bound:
                 raise OverloadedError(
                     f"server overloaded: a new request would wait about {wait:.1f}s for "
                     f"predict (max_queue_wait {bound:.1f}s)"
                 )
 
-    def admit(self, waiting: int, free: int, slots: int) -> Admission:
+    def admit(self, waiting: int, free: int) -> Admission:
         """Take a place for a request whose body is yet to be read.
 
         Raises:
             OverloadedError: as ``check``.
         """
-        self.check(waiting, free, slots)
+        self.check(waiting, free)
         self.admitted += 1
         return Admission()
 

@@ -70,11 +70,12 @@ class Calls:
             self._active[ident] = (jobs, began)
         return ident
 
-    def leave(self, ident: int) -> None:
-        """The call of thread ``ident`` ended."""
+    def leave(self, ident: int) -> int:
+        """The call of thread ``ident`` ended; returns how many ran, it included."""
         with self._lock:
             self.count -= 1
             del self._active[ident]
+            return self.count + 1
 
     def snapshot(self) -> list[tuple[int, list[Job], float]]:
         """Each call running now: (thread ident, its jobs, when it began)."""
@@ -164,7 +165,7 @@ class Scheduler:
         Raises:
             OverloadedError: the queue is full (by count or by time), or closing (503).
         """
-        return self.gate.admit(self.queue_depth, self.slots - self.calls.count, self.slots)
+        return self.gate.admit(self.queue_depth, self.slots - self.calls.count)
 
     def withdraw(self, admission: Admission) -> None:
         """Give back an admitted place that was never submitted (the request failed)."""
@@ -196,7 +197,7 @@ class Scheduler:
             if gate.closing:
                 raise OverloadedError("the server is shutting down")
         else:
-            gate.check(self.queue_depth, self.slots - self.calls.count, self.slots)
+            gate.check(self.queue_depth, self.slots - self.calls.count)
         expires = min(deadline, now + gate.shed_after())
         job = Job(payload, on_done, deadline, now, expires, connection)
         self._queue.put(job)
@@ -269,10 +270,10 @@ class Scheduler:
             try:
                 outcomes = policy.run(runner, jobs)
             finally:
-                self.calls.leave(ident)
                 ran = self._clock() - began
+                running = self.calls.leave(ident)
                 limiter.release(ran)
-                self.gate.timed(ran, len(jobs))
+                self.gate.timed(ran, len(jobs), running)
             for job, (result, error) in zip(jobs, outcomes):
                 if self.on_timing is not None:  # a batched job's wait includes gathering
                     self.on_timing(began - job.enqueued_at, ran)

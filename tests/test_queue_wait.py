@@ -14,30 +14,42 @@ from openbayes_serving.scheduler import Scheduler
 from openbayes_serving.settings import SettingsError, resolve_settings
 
 
-def timed_gate(max_wait: float | None, per_call: float, calls: int = 16, max_queue: int = 1000):
+def timed_gate(
+    max_wait: float | None, per_call: float, calls: int = 16, max_queue: int = 1000, running=1
+):
     gate = Gate(max_queue, max_wait)
     for _ in range(calls):
-        gate.timed(per_call, 1)
+        gate.timed(per_call, 1, running)
     return gate
 
 
 def test_a_request_that_would_wait_past_the_bound_is_refused_at_once():
     gate = timed_gate(2.0, per_call=0.04)
-    # one slot, busy: 49 waiting -> the 50th would wait 50 x 40 ms = 2.0 s, at the bound
-    gate.check(waiting=49, free=0, slots=1)
+    # one call at a time: 49 waiting -> the 50th would wait 50 x 40 ms = 2.0 s, at the bound
+    gate.check(waiting=49, free=0)
     with pytest.raises(OverloadedError, match="would wait about 2.0s") as info:
-        gate.check(waiting=50, free=0, slots=1)
+        gate.check(waiting=50, free=0)
     assert info.value.headers["retry-after"]
-    # more slots drain faster: the same queue fits when four calls run at once
-    gate.check(waiting=50, free=0, slots=4)
+
+
+def test_calls_that_run_side_by_side_drain_the_queue_faster():
+    # four calls at once, 160 ms each: the model serves a request every 40 ms
+    four = timed_gate(2.0, per_call=0.16, running=4)
+    four.check(waiting=49, free=0)
+    with pytest.raises(OverloadedError):
+        four.check(waiting=50, free=0)
+    # a probe that made two GIL-bound calls take twice as long drains no faster
+    probed = timed_gate(2.0, per_call=0.08, running=2)
+    with pytest.raises(OverloadedError):
+        probed.check(waiting=50, free=0)
 
 
 def test_one_waiting_request_is_always_let_in_and_free_slots_never_refuse():
     gate = timed_gate(1.0, per_call=30.0)  # a 30 s predict: any wait is past 1 s
-    gate.check(waiting=0, free=0, slots=1)
-    gate.check(waiting=3, free=4, slots=4)
+    gate.check(waiting=0, free=0)
+    gate.check(waiting=3, free=4)  # a free slot for each
     with pytest.raises(OverloadedError):
-        gate.check(waiting=1, free=0, slots=1)
+        gate.check(waiting=1, free=0)
 
 
 def test_auto_bounds_the_wait_by_2_s_or_ten_predict_calls_whichever_is_longer():
@@ -45,39 +57,39 @@ def test_auto_bounds_the_wait_by_2_s_or_ten_predict_calls_whichever_is_longer():
     assert fast.bound == AUTO_WAIT_FLOOR
     assert slow.bound == pytest.approx(30.0)
     # a 3 s model still queues requests: 9 waiting + 1 = 30 s, at the bound
-    slow.check(waiting=9, free=0, slots=1)
+    slow.check(waiting=9, free=0)
     with pytest.raises(OverloadedError):
-        slow.check(waiting=10, free=0, slots=1)
+        slow.check(waiting=10, free=0)
     with pytest.raises(OverloadedError):
-        fast.check(waiting=50, free=0, slots=1)
+        fast.check(waiting=50, free=0)
 
 
 def test_batched_calls_are_judged_per_request():
     gate = Gate(1000, 2.0)
     for _ in range(16):
-        gate.timed(0.32, 32)  # 10 ms per request
-    gate.check(waiting=150, free=0, slots=1)  # 151 x 10 ms = 1.5 s
+        gate.timed(0.32, 32, 1)  # 10 ms per request
+    gate.check(waiting=150, free=0)  # 151 x 10 ms = 1.5 s
 
 
 def test_no_time_bound_before_predict_was_timed_or_when_turned_off():
     cold = timed_gate(2.0, per_call=1.0, calls=15)
-    cold.check(waiting=100, free=0, slots=1)
+    cold.check(waiting=100, free=0)
     off = timed_gate(0.0, per_call=1.0)
-    off.check(waiting=100, free=0, slots=1)
+    off.check(waiting=100, free=0)
     assert off.shed_after() == float("inf")
     with pytest.raises(OverloadedError, match="100 requests already wait"):
-        Gate(100, 0.0).check(waiting=100, free=0, slots=1)
+        Gate(100, 0.0).check(waiting=100, free=0)
 
 
 def test_admitted_places_count_until_used_or_withdrawn():
     gate = timed_gate(2.0, per_call=0.5)  # 4 requests fit in 2 s at one slot
-    places = [gate.admit(waiting=0, free=0, slots=1) for _ in range(4)]
+    places = [gate.admit(waiting=0, free=0) for _ in range(4)]
     with pytest.raises(OverloadedError):
-        gate.admit(waiting=0, free=0, slots=1)
+        gate.admit(waiting=0, free=0)
     assert gate.use(places[0])
     assert not gate.use(places[0])
     gate.withdraw(places[1])
-    gate.admit(waiting=1, free=0, slots=1)
+    gate.admit(waiting=1, free=0)
     assert gate.admitted == 3
 
 

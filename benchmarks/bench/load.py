@@ -168,7 +168,14 @@ class OpenLoop:
         self.result = OpenLoopResult()
 
     async def _exchange(self) -> tuple[int, float]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(HOST, self.port)
+        conn = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if conn[0].at_eof():  # the server closed it while idle: as HTTP clients do, skip it
+                conn[1].close()
+                conn = None
+        if conn is None:
+            conn = await asyncio.open_connection(HOST, self.port)
         reader, writer = conn
         try:
             start = time.perf_counter()
