@@ -19,6 +19,9 @@ HTTP/1.1 and closed. While the server drains, a request already on its way on an
 connection is still answered, with ``connection: close``, and when the drain runs out of
 time every request still running is answered 503 (``cut_short``).
 
+A whole answer (a Content-Length and one body) goes out in one write: uvicorn writes the
+head and the body apart, two system calls and, on loopback, two trips through TCP.
+
 Imported in the worker only (the master never serves a request).
 """
 
@@ -28,7 +31,13 @@ import asyncio
 from http import HTTPStatus
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from . import codec
 from .error_map import error_answer
@@ -53,20 +62,73 @@ class _HeadRefused(Exception):
 
 
 class _ClosingCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
-    """uvicorn's request cycle, closing the connection when the body was not all read."""
+    """uvicorn's request cycle: a whole answer in one write; a close if the body was unread."""
 
     protocol: BoundedHeadProtocol
+    held: Any = None  # an answer's start message, written with its body
 
     async def send(self, message: Any) -> None:
         """Send an ASGI message; an answer that starts before the body is in says close."""
-        if self.protocol.lingering:
+        start = self.held
+        if start is not None:
+            self.held = None
+            if not message.get("more_body", False) and await self._send_whole(start, message):
+                return
+            self.response_started = False  # the start goes out the usual way after all
+            await super().send(start)
+        elif self.protocol.lingering:
             self.disconnected = True  # the connection was answered already, and is closing
-        elif not self.response_started and self.more_body and not self.disconnected:
-            # The parser has not reached the body's end: whatever is left of it cannot be
-            # told from the next request without reading it, which nobody will do.
-            self.keep_alive = False
-            self.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self.protocol))
+        elif not self.response_started and not self.disconnected:
+            if self.more_body:
+                # The parser has not reached the body's end: whatever is left of it cannot
+                # be told from the next request without reading it, which nobody will do.
+                self.keep_alive = False
+                self.transport = cast(
+                    asyncio.Transport, _LingeringClose(self.transport, self.protocol)
+                )
+            if message["type"] == "http.response.start" and not self.access_log:
+                self.held = message  # until the body: head and body may go in one write
+                self.response_started = True
+                return
         await super().send(message)
+
+    async def _send_whole(self, start: dict[str, Any], message: dict[str, Any]) -> bool:
+        """Write a whole answer, head and body, at once; False when uvicorn must send it.
+
+        uvicorn sends an answer it would frame otherwise (no or a wrong Content-Length, a
+        ``connection`` or ``transfer-encoding`` header, HEAD) or refuse (a bad header).
+        """
+        if message["type"] != "http.response.body" or self.scope["method"] == "HEAD":
+            return False
+        body = message.get("body", b"")
+        headers = [*self.default_headers, *start.get("headers", ())]
+        names = b"".join([name for name, _ in headers])
+        if HEADER_RE.search(names) or not names.islower():
+            return False
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            return False
+        length = b""
+        for name, value in headers:
+            if name == b"content-length" and not length:
+                length = value
+            elif name == b"connection" or name == b"transfer-encoding":
+                return False
+        if length != b"%d" % len(body):
+            return False
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return True
+        lines = [b"%s: %s\r\n" % header for header in headers]
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        self.transport.write(b"".join([STATUS_LINE[start["status"]], *lines, b"\r\n", body]))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
 
 class _LingeringClose:

@@ -221,3 +221,65 @@ def test_a_request_still_running_when_the_drain_is_cut_short_gets_503_json(loop)
     for task in protocol.tasks:
         task.cancel()
     loop.run_until_complete(asyncio.sleep(0))
+
+
+class CountingTransport(MockTransport):
+    """A MockTransport that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def serve_one(app: Any, request: bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") -> CountingTransport:
+    loop = asyncio.new_event_loop()
+    try:
+        config = Config(app=app, lifespan="off", access_log=False, ws="none")
+        config.load()
+        protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
+        transport = CountingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(request)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        for task in protocol.tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        return transport
+    finally:
+        loop.close()
+
+
+def whole_answer(headers: list[tuple[bytes, bytes]]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = [(b"content-type", b"application/json"), (b"content-length", b"11"), *headers]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    return app
+
+
+def test_a_whole_answer_goes_out_in_one_write_with_its_head():
+    transport = serve_one(whole_answer([(b"x-request-id", b"abc")]))
+    assert transport.writes == 1
+    head, _, body = transport.buffer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nx-request-id: abc" in head
+    assert b"\r\ncontent-length: 11" in head
+    assert body == b'{"ok":true}'
+    assert not transport.closed
+
+
+def test_a_head_request_gets_the_head_alone():
+    transport = serve_one(whole_answer([]), b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert transport.buffer.endswith(b"\r\n\r\n")
+
+
+def test_a_header_value_with_a_line_break_never_reaches_the_wire():
+    transport = serve_one(whole_answer([(b"x-bad", b"a\r\nset-cookie: b")]))
+    assert b"set-cookie" not in transport.buffer
+    assert transport.closed
