@@ -57,11 +57,11 @@ class PredictHandler:
 
     async def __call__(self, request: Request, send: Send) -> int:
         """Answer one prediction request; returns the status sent."""
-        self._metrics.in_flight.inc()
+        self._metrics.enter()
         try:
             return await self._predict(request, send)
         finally:
-            self._metrics.in_flight.dec()
+            self._metrics.leave()
             cancelled = request.cancelled
             if cancelled is not None and cancelled.reason is not None:
                 self._metrics.observe_cancelled(cancelled.reason)
