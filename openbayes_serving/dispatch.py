@@ -1,8 +1,8 @@
 """Hand predict calls from the event loop to the model threads and bring results back.
 
-The bridge between asyncio and the scheduler's threads: one future per request, a timer
-for the request's deadline (``request_timeout``, or the client's ``X-Request-Timeout``
-when smaller), and one loop wake-up per group of results.
+The bridge between asyncio and the scheduler's threads: one future per request, a deadline
+(``request_timeout``, or the client's ``X-Request-Timeout`` when smaller) with its loop
+timer, and one loop wake-up per group of results.
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ from typing import Any, Callable
 
 from .errors import QueueTimeoutError, UnrecoverableError
 from .pipeline import PredictCall
-from .scheduler import Scheduler
+from .request import Request
+from .scheduler import Job, Scheduler
 from .streams import STREAMED, Channel, StreamStart
 
 logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    """Submits predict calls from the event loop and awaits their results."""
+    """Submits predict calls from the event loop and awaits their results.
+
+    One event loop per dispatcher: the first ``submit`` binds it.
+    """
 
     def __init__(
         self, scheduler: Scheduler, on_late_fatal: Callable[[BaseException], None] | None = None
@@ -49,48 +53,67 @@ class Dispatcher:
                 queued leaves the queue, a running one is left to finish (its
                 ``cancelled``, when it asked, is set by the handler).
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
         completions = self._completions
         if completions is None:
+            loop = asyncio.get_running_loop()
             completions = self._completions = _Completions(loop, self._on_late_fatal)
-
         request = call.request
-
-        def on_done(result: Any, error: BaseException | None) -> None:
-            if result is not STREAMED:
-                if error is not None and isinstance(error, QueueTimeoutError):
-                    # the scheduler's 504: the request's own names the deadline that applied
-                    error = request.deadline_error("request did not start")
-                completions.settle(future, result, error)
-
-        def open_stream() -> Channel:
-            event = asyncio.Event()
-            channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
-            completions.settle(future, StreamStart(channel, event), None)
-            return channel
-
-        remaining = request.deadline - time.monotonic()
-        if remaining <= 0:
+        if request.deadline <= time.monotonic():
             raise request.deadline_error("request did not reach predict")
-        call.open_stream = open_stream
-        job = self.scheduler.submit(call, on_done, request.deadline, request, call.admission)
-
-        def expire() -> None:
-            if not future.done():
-                self.scheduler.cancel(job)
-                logger.warning(
-                    "request timed out after %.1fs (%s): answered 504",
-                    request.timeout,
-                    request.deadline_source,
-                )
-                future.set_exception(request.deadline_error("request did not finish"))
-
-        timer = loop.call_later(remaining, expire)
+        pending = _Pending(completions, request)
+        call.open_stream = pending.open_stream
+        pending.job = self.scheduler.submit(
+            call, pending.on_done, request.deadline, request, call.admission
+        )
+        timer = completions.loop.call_later(
+            request.deadline - time.monotonic(), pending.expire, self.scheduler
+        )
         try:
-            return await future
+            return await pending.future
         finally:
             timer.cancel()
+
+
+class _Pending:
+    """One submitted call: its future, and how it ends (a result, a stream, its deadline)."""
+
+    __slots__ = ("completions", "request", "future", "job")
+
+    def __init__(self, completions: _Completions, request: Request) -> None:
+        self.completions = completions
+        self.request = request
+        self.future: asyncio.Future[Any] = completions.loop.create_future()
+        self.job: Job | None = None
+
+    def on_done(self, result: Any, error: BaseException | None) -> None:
+        """A model thread: predict returned (or raised, or the job never ran)."""
+        if result is not STREAMED:
+            if error is not None and isinstance(error, QueueTimeoutError):
+                # the scheduler's 504: the request's own names the deadline that applied
+                error = self.request.deadline_error("request did not start")
+            self.completions.settle(self.future, result, error)
+
+    def open_stream(self) -> Channel:
+        """A model thread: predict streams; the request gets the channel at once."""
+        loop = self.completions.loop
+        event = asyncio.Event()
+        channel = Channel(functools.partial(loop.call_soon_threadsafe, event.set))
+        self.completions.settle(self.future, StreamStart(channel, event), None)
+        return channel
+
+    def expire(self, scheduler: Scheduler) -> None:
+        """The loop: the deadline passed first; 504, and the job leaves the queue."""
+        if self.future.done():
+            return
+        if self.job is not None:
+            scheduler.cancel(self.job)
+        request = self.request
+        logger.warning(
+            "request timed out after %.1fs (%s): answered 504",
+            request.timeout,
+            request.deadline_source,
+        )
+        self.future.set_exception(request.deadline_error("request did not finish"))
 
 
 class _Completions:
@@ -106,7 +129,7 @@ class _Completions:
         loop: asyncio.AbstractEventLoop,
         on_late_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self._loop = loop
+        self.loop = loop
         self._on_late_fatal = on_late_fatal
         self._items: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
         self._items = collections.deque()
@@ -119,7 +142,7 @@ class _Completions:
             # A drain scheduled twice is harmless; a result never drained is not: the flag
             # is reset before draining, so an append after the reset schedules again.
             self._scheduled = True
-            self._loop.call_soon_threadsafe(self._drain)
+            self.loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False

@@ -133,11 +133,17 @@ class Request:
     def __init__(self, scope: dict[str, Any], receive: Receive, timeout: float) -> None:
         self.scope = scope
         self.receive = receive
-        self.content_type: str | None = None
-        self.accept: str | None = None
-        self.origin: bytes | None = None
-        self.content_length: bytes | None = None
+        headers = dict(scope["headers"])  # a repeated header: its last value
+        get = headers.get
+        value = get(b"content-type")
+        self.content_type: str | None = None if value is None else value.decode("latin-1")
+        value = get(b"accept")
+        self.accept: str | None = None if value is None else value.decode("latin-1")
+        self.origin: bytes | None = get(b"origin")
+        self.content_length: bytes | None = get(b"content-length")
         self.auth: tuple[bytes, bytes] | None = None
+        if b"authorization" in headers or b"x-api-key" in headers:
+            self.auth = _credentials(scope["headers"])
         self.timeout = timeout  # seconds from arrival to the deadline
         self.deadline_source = SERVER_TIMEOUT  # what set it: the setting or the header
         self.header_error: str | None = None  # a bad X-Request-Timeout (400 on POST /)
@@ -145,29 +151,14 @@ class Request:
         self.body = b""
         self._environ: dict[str, Any] | None = None
         self._parsed: Any = _UNSET
-        given: str | None = None
-        platform: str | None = None
-        asked: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                self.content_type = value.decode("latin-1")
-            elif name == b"accept":
-                self.accept = value.decode("latin-1")
-            elif name == b"content-length":
-                self.content_length = value
-            elif name == b"origin":
-                self.origin = value
-            elif name == b"x-request-id":
-                given = clean_request_id(value)
-            elif name == b"x-openbayes-serving-request-id":
-                platform = clean_request_id(value)
-            elif name in (b"authorization", b"x-api-key"):
-                self.auth = (name, value)
-            elif name == b"x-request-timeout":
-                asked = value
-        if asked is not None:
-            self._client_deadline(asked)
+        value = get(b"x-request-timeout")
+        if value is not None:
+            self._client_deadline(value)
         self.deadline = time.monotonic() + self.timeout
+        value = get(b"x-request-id")
+        given = None if value is None else clean_request_id(value)
+        value = get(b"x-openbayes-serving-request-id")
+        platform = None if value is None else clean_request_id(value)
         self.request_id: str = given or platform or new_request_id()
         if platform and platform.isdigit():  # ASCII digits only, after cleaning
             PLATFORM_REQUEST_ID.set(int(platform))
@@ -246,6 +237,11 @@ class Request:
         length = self.content_length
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        if getattr(getattr(self.receive, "__self__", None), "more_body", True) is False:
+            # uvicorn's cycle has the whole body already (as it has for nearly every
+            # request): reading it cannot wait, so it needs no deadline.
+            self.body = await self._read(limit)
+            return self.body
         # A client that stalls while sending its body must not hold the request forever:
         # a timer cancels the read at the deadline (no task per request).
         task = asyncio.current_task()
@@ -302,6 +298,15 @@ class Request:
 
             self._environ = flask_compat.build_environ(self.scope, self.body)
         return self._environ
+
+
+def _credentials(headers: Headers) -> tuple[bytes, bytes]:
+    """The last ``authorization`` or ``x-api-key`` header: (name, value)."""
+    return next(
+        (name, value)
+        for name, value in reversed(headers)
+        if name in (b"authorization", b"x-api-key")
+    )
 
 
 def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
