@@ -92,6 +92,12 @@ class ServingApp:
             if not route.is_prefix:
                 self._exact.setdefault(route.path, {})[route.method] = route
         self._prefixes = [route for route in ROUTES if route.is_prefix]
+        # (method, path) -> (handler, auth) for the exact routes: one lookup per request
+        self._direct: dict[tuple[str, str], tuple[Handler, bool]] = {}
+        for route in ROUTES:
+            if not route.is_prefix:
+                for method in (route.method, "HEAD") if route.method == "GET" else (route.method,):
+                    self._direct[(method, route.path)] = (getattr(self, route.handler), route.auth)
 
     # ---- ASGI --------------------------------------------------------------------------
 
@@ -119,7 +125,13 @@ class ServingApp:
         started = time.perf_counter()
         status = 500
         try:
-            status = await self._route(request, send)
+            direct = self._direct.get((scope["method"], scope["path"]))
+            if direct is None:
+                status = await self._route(request, send)
+            else:
+                if direct[1]:
+                    self._authorize(request)
+                status = await direct[0](request, send)
         except Exception as exc:  # the error boundary: every handler's errors end here
             status = await self._answer_error(request, send, exc)
         finally:

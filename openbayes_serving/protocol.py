@@ -92,6 +92,38 @@ class _ClosingCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
                 return
         await super().send(message)
 
+    def write_answer(self, status: int, lines: bytes, body: bytes) -> bool:
+        """Write a whole answer at once, without its ASGI messages; False if it cannot be.
+
+        ``lines`` are the answer's header lines (each ending in CRLF, Content-Length
+        among them), already checked by the caller: the cycle adds the status line and
+        uvicorn's default headers (``date``). False, and nothing written, when uvicorn's
+        own ``send`` must answer (HEAD, an access log, a connection paused or lingering):
+        the caller then sends the ASGI messages.
+        """
+        if (
+            self.response_started
+            or self.disconnected
+            or self.flow.write_paused
+            or self.access_log
+            or self.protocol.lingering
+            or self.scope["method"] == "HEAD"
+        ):
+            return False
+        if self.more_body:  # as in send: the unread rest of the body ends the connection
+            self.keep_alive = False
+            self.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self.protocol))
+        self.response_started = True
+        close = b"" if self.keep_alive else b"connection: close\r\n"
+        head = STATUS_LINE[status] + _default_lines(self.default_headers)
+        self.transport.write(b"".join([head, lines, close, b"\r\n", body]))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
+
     async def _send_whole(self, start: dict[str, Any], message: dict[str, Any]) -> bool:
         """Write a whole answer, head and body, at once; False when uvicorn must send it.
 
@@ -129,6 +161,16 @@ class _ClosingCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
             self.transport.close()
         self.on_response()
         return True
+
+
+_DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (a new list each second), as lines
+
+
+def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The default headers uvicorn adds (``date``, made each second) as header lines."""
+    if headers is not _DEFAULTS[0]:
+        _DEFAULTS[:] = [headers, b"".join([b"%s: %s\r\n" % header for header in headers])]
+    return _DEFAULTS[1]
 
 
 class _LingeringClose:

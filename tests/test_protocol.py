@@ -283,3 +283,30 @@ def test_a_header_value_with_a_line_break_never_reaches_the_wire():
     transport = serve_one(whole_answer([(b"x-bad", b"a\r\nset-cookie: b")]))
     assert b"set-cookie" not in transport.buffer
     assert transport.closed
+
+
+def responder_app(direct: bool, **kwargs: Any) -> Any:
+    from openbayes_serving.request import Request
+    from openbayes_serving.responses import Responder
+
+    out = Responder(("https://a.example",))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive, 5)
+        plain = send if direct else (lambda message: send(message))  # no cycle behind it
+        await out.respond(plain, request, 201, b'{"ok":true}', "application/json", **kwargs)
+
+    return app
+
+
+@pytest.mark.parametrize("extra", [None, [(b"retry-after", b"1")]], ids=["own", "extra"])
+def test_the_responder_puts_the_same_bytes_on_the_wire_as_the_asgi_messages_do(extra):
+    request = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\nX-Request-Id: r1\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    direct = serve_one(responder_app(True, extra=extra), request)
+    asgi = serve_one(responder_app(False, extra=extra), request)
+    assert direct.buffer == asgi.buffer
+    assert direct.buffer.startswith(b"HTTP/1.1 201 Created\r\nx-request-id: r1\r\n")
+    assert direct.writes == 1
