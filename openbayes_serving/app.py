@@ -87,6 +87,9 @@ class ServingApp:
             self.lifecycle, self.metrics, self._out, self._details
         )
         self._api_key = settings.api_key.encode() if settings.api_key else None
+        # The host's X-Forwarded-* rewrite of a scope (the worker sets uvicorn's), applied
+        # to the requests that carry those headers.
+        self.forwarded: Callable[[dict[str, Any]], None] | None = None
         self._exact: dict[str, dict[str, Route]] = {}
         for route in ROUTES:
             if not route.is_prefix:
@@ -102,25 +105,14 @@ class ServingApp:
     # ---- ASGI --------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """The ASGI entry: HTTP requests and the lifespan."""
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                threading.Thread(target=self.lifecycle.load, name="loader", daemon=True).start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await asyncio.get_running_loop().run_in_executor(None, self.lifecycle.shutdown)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI entry: an HTTP request, or the lifespan (``_lifespan``)."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
         request = Request(scope, receive, self.settings.request_timeout)
+        if request.forwarded and self.forwarded is not None:
+            self.forwarded(scope)
         token = REQUEST_ID.set(request.request_id)
         started = time.perf_counter()
         status = 500
@@ -135,11 +127,22 @@ class ServingApp:
         except Exception as exc:  # the error boundary: every handler's errors end here
             status = await self._answer_error(request, send, exc)
         finally:
-            self.metrics.observe_request(request.path, status, time.perf_counter() - started)
+            self.metrics.observe_request(scope["path"], status, time.perf_counter() - started)
             if self.metrics.is_multiprocess:
                 # Every worker keeps its own gauge current: a scrape reaches only one.
                 self.metrics.set_load(self.lifecycle.queue_depth, self.lifecycle.running)
             REQUEST_ID.reset(token)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                threading.Thread(target=self.lifecycle.load, name="loader", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.lifecycle.shutdown)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _route(self, request: Request, send: Send) -> int:
         method, path = request.method, request.path

@@ -19,6 +19,7 @@ import asyncio
 import time
 from typing import Any
 
+from .dispatch import Dispatcher
 from .errors import (
     BadRequestError,
     ClientGone,
@@ -57,47 +58,42 @@ class PredictHandler:
 
     async def __call__(self, request: Request, send: Send) -> int:
         """Answer one prediction request; returns the status sent."""
-        self._metrics.enter()
+        metrics, lifecycle = self._metrics, self._lifecycle
+        metrics.enter()
         try:
-            return await self._predict(request, send)
+            if request.header_error is not None:
+                raise BadRequestError(request.header_error)
+            await lifecycle.until_loaded(request)
+            pipeline, dispatcher = lifecycle.pipeline, lifecycle.dispatcher
+            if not lifecycle.serving or pipeline is None or dispatcher is None:
+                reason = (
+                    "the model failed to load"
+                    if lifecycle.load_error is not None
+                    else "the server is shutting down"
+                )
+                raise OverloadedError(f"not ready: {reason}", retry_after=1)
+            size = self._body_size(request)
+            if self._held and self._held + size > self._body_budget:
+                raise OverloadedError(
+                    f"server overloaded: {self._held >> 20} MiB of request bodies already held"
+                )
+            admission = lifecycle.admit()
+            self._held += size
+            try:
+                await request.read_body(self._max_body)
+                compute = self._cancellable if pipeline.cancellable else self._compute
+                result = await compute(request, pipeline, dispatcher, admission)
+                return await send_result(
+                    result, request, send, self._out, pipeline.offload, self._details, self._streams
+                )
+            finally:
+                lifecycle.withdraw(admission)
+                self._held -= size
         finally:
-            self._metrics.leave()
+            metrics.leave()
             cancelled = request.cancelled
             if cancelled is not None and cancelled.reason is not None:
-                self._metrics.observe_cancelled(cancelled.reason)
-
-    async def _predict(self, request: Request, send: Send) -> int:
-        if request.header_error is not None:
-            raise BadRequestError(request.header_error)
-        lifecycle = self._lifecycle
-        await lifecycle.until_loaded(request)
-        pipeline, dispatcher = lifecycle.pipeline, lifecycle.dispatcher
-        if not lifecycle.serving or pipeline is None or dispatcher is None:
-            reason = (
-                "the model failed to load"
-                if lifecycle.load_error is not None
-                else "the server is shutting down"
-            )
-            raise OverloadedError(f"not ready: {reason}", retry_after=1)
-        size = self._body_size(request)
-        if self._held and self._held + size > self._body_budget:
-            raise OverloadedError(
-                f"server overloaded: {self._held >> 20} MiB of request bodies already held"
-            )
-        admission = lifecycle.admit()
-        self._held += size
-        try:
-            await request.read_body(self._max_body)
-            if pipeline.cancellable:
-                result = await self._cancellable(request, pipeline, admission)
-            else:
-                result = await self._compute(request, pipeline, admission)
-            return await send_result(
-                result, request, send, self._out, pipeline.offload, self._details, self._streams
-            )
-        finally:
-            lifecycle.withdraw(admission)
-            self._held -= size
+                metrics.observe_cancelled(cancelled.reason)
 
     def _body_size(self, request: Request) -> int:
         """What the body will hold in memory: its declared length, else the most allowed."""
@@ -106,15 +102,15 @@ class PredictHandler:
             return min(int(length), self._max_body)
         return self._max_body
 
-    async def _compute(self, request: Request, pipeline: Pipeline, admission: Admission) -> Any:
+    async def _compute(
+        self, request: Request, pipeline: Pipeline, dispatcher: Dispatcher, admission: Admission
+    ) -> Any:
         """Injection, preprocess, predict, postprocess: what the answer is made of."""
         value: Any = pipeline.resolve_args(request)
         if pipeline.has_preprocess:
             started = time.perf_counter()
             value = await pipeline.preprocess(value, request)
             self._metrics.observe_stage("preprocess", time.perf_counter() - started)
-        dispatcher = self._lifecycle.dispatcher
-        assert dispatcher is not None
         result = await dispatcher.submit(PredictCall(value, request, admission=admission))
         if pipeline.has_postprocess:
             started = time.perf_counter()
@@ -122,7 +118,9 @@ class PredictHandler:
             self._metrics.observe_stage("postprocess", time.perf_counter() - started)
         return result
 
-    async def _cancellable(self, request: Request, pipeline: Pipeline, admission: Admission) -> Any:
+    async def _cancellable(
+        self, request: Request, pipeline: Pipeline, dispatcher: Dispatcher, admission: Admission
+    ) -> Any:
         """``_compute`` with the request's ``Cancelled``, set on hang-up or at the deadline.
 
         The watcher and the timer last until the result is ready; a stream's own watcher
@@ -134,7 +132,7 @@ class PredictHandler:
             request.deadline - time.monotonic(), cancelled.cancel, Cancelled.DEADLINE
         )
         try:
-            result = await self._compute(request, pipeline, admission)
+            result = await self._compute(request, pipeline, dispatcher, admission)
         except QueueTimeoutError:
             cancelled.cancel(Cancelled.DEADLINE)  # answered 504 while predict still runs
             raise

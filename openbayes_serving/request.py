@@ -120,6 +120,7 @@ class Request:
         "origin",
         "content_length",
         "auth",
+        "forwarded",
         "timeout",
         "deadline",
         "deadline_source",
@@ -141,6 +142,7 @@ class Request:
         self.accept: str | None = None if value is None else value.decode("latin-1")
         self.origin: bytes | None = get(b"origin")
         self.content_length: bytes | None = get(b"content-length")
+        self.forwarded = b"x-forwarded-for" in headers or b"x-forwarded-proto" in headers
         self.auth: tuple[bytes, bytes] | None = None
         if b"authorization" in headers or b"x-api-key" in headers:
             self.auth = _credentials(scope["headers"])

@@ -41,10 +41,12 @@ def test_counts_add_up_over_scrapes_and_threads():
     metrics.render()
     metrics.observe_request("/", 503, 0.01)
     metrics.observe_request("/nowhere", 404, 0.01)
-    threads = [
-        threading.Thread(target=lambda: [metrics.observe_timing(0.001, 0.002) for _ in range(500)])
-        for _ in range(4)
-    ]
+
+    def model_thread() -> None:
+        for _ in range(500):
+            metrics.observe_timing(0.001, 0.002)
+
+    threads = [threading.Thread(target=model_thread) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

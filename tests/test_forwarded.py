@@ -1,0 +1,21 @@
+"""X-Forwarded-For and X-Forwarded-Proto from a trusted proxy, through a real server."""
+
+from __future__ import annotations
+
+import requests
+
+
+def test_a_trusted_proxys_forwarded_headers_name_the_client_and_scheme(shared_server):
+    url = shared_server("forwarded")
+    plain = requests.post(url, json={}, timeout=10).json()
+    assert plain == {"remote_addr": "127.0.0.1", "scheme": "http"}
+    headers = {"X-Forwarded-For": "203.0.113.7, 127.0.0.1", "X-Forwarded-Proto": "https"}
+    forwarded = requests.post(url, json={}, headers=headers, timeout=10).json()
+    assert forwarded == {"remote_addr": "203.0.113.7", "scheme": "https"}
+
+
+def test_an_untrusted_peers_forwarded_headers_are_ignored(serve):
+    server = serve("forwarded", env={"FORWARDED_ALLOW_IPS": "10.9.9.9"})
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    answer = requests.post(server.url, json={}, headers=headers, timeout=10).json()
+    assert answer == {"remote_addr": "127.0.0.1", "scheme": "http"}
