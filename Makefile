@@ -53,8 +53,11 @@ $(FONTS):
 /usr/bin/espeak-ng:
 	apt-get update -qq && apt-get install -y -qq espeak-ng
 
+# Two passes: most tests on 4 workers (they mostly wait on servers; one file stays on one
+# worker, for its module-scoped fixtures), then the timed tests alone (tests/conftest.py SERIAL).
 test: $(VENV)/.ok $(VENV)/.weights /usr/bin/chromium $(FONTS) /usr/bin/espeak-ng
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 check: $(VENV)/.ok
 	$(VENV)/bin/ruff check .

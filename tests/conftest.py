@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
@@ -40,14 +40,52 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
     """Stop a server by pid: SIGTERM, wait, then SIGKILL. Returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    return stop_all([proc], timeout)[0]
+
+
+def stop_all(procs: Iterable[subprocess.Popen], timeout: float = 20.0) -> list[int]:
+    """Stop servers by pid together: SIGTERM to each, then wait for all (SIGKILL at the
+    timeout). Returns their exit codes."""
+    procs = _terminate(procs)
+    return _reap(procs, time.monotonic() + timeout)
+
+
+def _terminate(procs: Iterable[subprocess.Popen]) -> list[subprocess.Popen]:
+    """SIGTERM, once, to each process still running (a second one could kill it mid-exit)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    return procs
+
+
+def _reap(procs: list[subprocess.Popen], deadline: float) -> list[int]:
+    for proc in procs:
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return int(proc.returncode)
+    return [int(proc.returncode) for proc in procs]
+
+
+_STOPPING: list[threading.Thread] = []
+
+
+def stop_later(procs: Iterable[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM now; wait for the exits (SIGKILL at the timeout) on a thread, so the next test
+    starts while these drain. The session waits for all of them before it ends."""
+    args = (_terminate(procs), time.monotonic() + timeout)
+    thread = threading.Thread(target=_reap, args=args, daemon=True)
+    thread.start()
+    _STOPPING.append(thread)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stopped_before_the_session_ends() -> Iterator[None]:
+    yield
+    for thread in _STOPPING:
+        thread.join(30)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -111,13 +149,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         return servers[key].url
 
     yield start
-    for server in servers.values():
-        server.stop()
+    stop_all(server.proc for server in servers.values())
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start a predictor server and wait until ready; stops every server by pid.
+    """Start a predictor server and wait until ready; SIGTERMs every server by pid at the end
+    (they drain while the next test runs: ``stop_later``).
 
     ``script`` is a name in tests/predictors/ or a path.
     """
@@ -139,8 +177,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         return server
 
     yield start
-    for server in servers:
-        server.stop()
+    stop_later(server.proc for server in servers)
 
 
 def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Thread:
@@ -152,17 +189,84 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
     return thread
 
 
+# Tests that time what they assert (how soon an answer comes, how many calls run at once
+# within a window, when a watchdog or a deadline fires). They are marked ``serial``: `make
+# test` runs them in a pass of their own, after the parallel pass (``pytest -n``), so that
+# other tests' servers do not take the CPU they measure. A file name marks all its tests;
+# tests/test_serial.py checks that every entry names a test that exists.
+SERIAL = (
+    "test_limiter.py",
+    "test_concurrency.py",
+    "test_watchdog.py",
+    "test_deadlines.py",
+    "test_admission.py",
+    "test_limit_concurrency.py",
+    "test_cancellation.py::test_a_running_predict_sees_its_deadline_and_frees_its_slot",
+    "test_cancellation.py::test_each_item_of_a_batch_has_its_own_cancelled",
+    "test_cancellation.py::test_in_process_the_deadline_sets_cancelled_and_answers_504",
+    "test_client.py::test_no_retry_starts_when_its_wait_would_pass_the_deadline",
+    "test_client.py::test_refused_connections_are_retried_until_the_deadline_then_raised",
+    "test_client.py::test_a_client_deadline_shorter_than_the_queue_wait_is_answered_504_and_never_runs",
+    "test_devices.py::test_each_instance_gets_its_own_device_and_they_predict_in_parallel",
+    "test_hardening.py::test_client_that_stalls_sending_its_body_gets_408_json",
+    "test_hardening.py::test_client_that_trickles_its_headers_gets_408_json_and_is_closed",
+    "test_hardening.py::test_connection_that_sends_nothing_is_closed_after_keepalive",
+    "test_hardening.py::test_many_stalled_clients_do_not_block_a_good_one",
+    "test_operations.py::test_emit_event_with_collector_down_does_not_slow_requests",
+    "test_pipeline.py::test_preprocess_overlaps_while_predict_never_runs_twice",
+    "test_pipeline.py::test_lone_request_waits_at_most_max_delay",
+    "test_pipeline.py::test_queue_full_answers_503_with_retry_after_at_once_and_loses_nothing",
+    "test_pipeline.py::test_request_that_cannot_finish_in_time_is_504_and_never_runs_later",
+    "test_pipeline.py::test_stream_sends_first_chunk_before_the_generator_finishes",
+    "test_pipeline.py::test_two_instances_run_predicts_in_parallel_and_each_sees_its_device",
+    "test_scheduler.py::test_batch_starts_at_once_when_full_and_after_max_delay_otherwise",
+    "test_server.py::test_requests_still_running_at_graceful_timeout_get_503_and_the_exit_code_says_so",
+    "test_streams_http.py::test_an_idle_sse_stream_gets_pings_as_the_flag_sets_and_the_client_skips_them",
+    "test_warmup_health.py::test_health_that_hangs_answers_503_after_its_timeout",
+    "test_warmup_health.py::test_health_is_called_at_most_once_a_second",
+    "test_warmup_health.py::test_in_process_a_health_that_hangs_is_a_timeout_and_starts_no_second_thread",
+)
+
+
+# The slowest files, slowest first: the parallel pass (``--dist loadfile
+# --no-loadscope-reorder``) hands files to its workers in collection order, and a slow file
+# handed out last would run on alone at the end.
+SLOW_FIRST = (
+    "test_gpu_bench.py",
+    "test_ray.py",
+    "test_examples.py",
+    "test_examples_real.py",
+    "test_pipeline.py",
+    "test_devices.py",
+    "test_server.py",
+    "test_ui.py",
+    "test_startup_errors.py",
+    "test_operations.py",
+)
+
+
+def is_serial(nodeid: str) -> bool:
+    """Whether ``SERIAL`` names this test (``tests/test_x.py::test_y[param]``) or its file."""
+    name = nodeid.split("[")[0].rsplit("/", 1)[-1]
+    return name in SERIAL or name.split("::")[0] in SERIAL
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The real-server leg of a two-transport test runs only when the test is marked http."""
+    """Marks the ``SERIAL`` tests, puts the ``SLOW_FIRST`` files first; the real-server leg
+    of a two-transport test runs only when the test is marked http."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
+        if is_serial(item.nodeid):
+            item.add_marker(pytest.mark.serial)
         callspec = getattr(item, "callspec", None)
         over_http = callspec is not None and callspec.params.get("target") == "http"
         (dropped if over_http and item.get_closest_marker("http") is None else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    order = {name: rank for rank, name in enumerate(SLOW_FIRST)}
+    items[:] = sorted(kept, key=lambda item: order.get(item.path.name, len(order)))
 
 
 class QuietFileHandler(SimpleHTTPRequestHandler):

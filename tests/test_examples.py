@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
-from conftest import ROOT, Server, clean_env, free_port, launch, stop, wait_ready
+from conftest import ROOT, Server, clean_env, free_port, launch, stop, stop_all, wait_ready
 from PIL import Image, ImageDraw
 
 EXAMPLES = ROOT / "examples"
@@ -74,7 +74,7 @@ def serve_example(make_example: Callable[[str], Path]) -> Iterator[Callable[[str
         return servers[name]
 
     yield start
-    exit_codes = {name: server.stop() for name, server in servers.items()}
+    exit_codes = dict(zip(servers, stop_all(server.proc for server in servers.values())))
     assert exit_codes == {name: 0 for name in servers}  # SIGTERM drains and exits 0
 
 

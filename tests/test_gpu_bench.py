@@ -61,8 +61,8 @@ def test_the_cpu_run_writes_every_row_and_the_server_survives_out_of_memory(
 ) -> None:
     report, out = tmp_path / "RESULTS.md", tmp_path / "out"
     cmd = [sys.executable, str(BENCH), "--device", "cpu", "--tiny", "--clients", "4"]
-    cmd += ["--client-processes", "1", "--warmup", "0.2", "--duration", "1"]
-    cmd += ["--alone-seconds", "0.5", "--lone-requests", "10"]
+    cmd += ["--client-processes", "1", "--warmup", "0.1", "--duration", "0.5"]
+    cmd += ["--alone-seconds", "0.2", "--lone-requests", "10"]
     cmd += ["--output", str(report), "--out-dir", str(out)]
     done = subprocess.run(
         cmd, env=clean_env(), capture_output=True, text=True, timeout=240, check=False
