@@ -19,8 +19,8 @@ HTTP/1.1 and closed. While the server drains, a request already on its way on an
 connection is still answered, with ``connection: close``, and when the drain runs out of
 time every request still running is answered 503 (``cut_short``).
 
-A whole answer (a Content-Length and one body) goes out in one write: uvicorn writes the
-head and the body apart, two system calls and, on loopback, two trips through TCP.
+Each request's cycle (``cycle``) writes a whole answer at once and takes a body that has
+all come without waiting.
 
 Imported in the worker only (the master never serves a request).
 """
@@ -29,17 +29,12 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import codec
+from .cycle import RequestCycle
 from .error_map import error_answer
 from .errors import (
     BadRequestError,
@@ -61,141 +56,6 @@ class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a head that is too large."""
 
 
-class _ClosingCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
-    """uvicorn's request cycle: a whole answer in one write; a close if the body was unread."""
-
-    protocol: BoundedHeadProtocol
-    held: Any = None  # an answer's start message, written with its body
-
-    async def send(self, message: Any) -> None:
-        """Send an ASGI message; an answer that starts before the body is in says close."""
-        start = self.held
-        if start is not None:
-            self.held = None
-            if not message.get("more_body", False) and await self._send_whole(start, message):
-                return
-            self.response_started = False  # the start goes out the usual way after all
-            await super().send(start)
-        elif self.protocol.lingering:
-            self.disconnected = True  # the connection was answered already, and is closing
-        elif not self.response_started and not self.disconnected:
-            if self.more_body:
-                # The parser has not reached the body's end: whatever is left of it cannot
-                # be told from the next request without reading it, which nobody will do.
-                self.keep_alive = False
-                self.transport = cast(
-                    asyncio.Transport, _LingeringClose(self.transport, self.protocol)
-                )
-            if message["type"] == "http.response.start" and not self.access_log:
-                self.held = message  # until the body: head and body may go in one write
-                self.response_started = True
-                return
-        await super().send(message)
-
-    def write_answer(self, status: int, lines: bytes, body: bytes) -> bool:
-        """Write a whole answer at once, without its ASGI messages; False if it cannot be.
-
-        ``lines`` are the answer's header lines (each ending in CRLF, Content-Length
-        among them), already checked by the caller: the cycle adds the status line and
-        uvicorn's default headers (``date``). False, and nothing written, when uvicorn's
-        own ``send`` must answer (HEAD, an access log, a connection paused or lingering):
-        the caller then sends the ASGI messages.
-        """
-        if (
-            self.response_started
-            or self.disconnected
-            or self.flow.write_paused
-            or self.access_log
-            or self.protocol.lingering
-            or self.scope["method"] == "HEAD"
-        ):
-            return False
-        if self.more_body:  # as in send: the unread rest of the body ends the connection
-            self.keep_alive = False
-            self.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self.protocol))
-        self.response_started = True
-        close = b"" if self.keep_alive else b"connection: close\r\n"
-        head = STATUS_LINE[status] + _default_lines(self.default_headers)
-        self.transport.write(b"".join([head, lines, close, b"\r\n", body]))
-        self.response_complete = True
-        self.message_event.set()
-        if not self.keep_alive:
-            self.transport.close()
-        self.on_response()
-        return True
-
-    async def _send_whole(self, start: dict[str, Any], message: dict[str, Any]) -> bool:
-        """Write a whole answer, head and body, at once; False when uvicorn must send it.
-
-        uvicorn sends an answer it would frame otherwise (no or a wrong Content-Length, a
-        ``connection`` or ``transfer-encoding`` header, HEAD) or refuse (a bad header).
-        """
-        if message["type"] != "http.response.body" or self.scope["method"] == "HEAD":
-            return False
-        body = message.get("body", b"")
-        headers = [*self.default_headers, *start.get("headers", ())]
-        names = b"".join([name for name, _ in headers])
-        if HEADER_RE.search(names) or not names.islower():
-            return False
-        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
-            return False
-        length = b""
-        for name, value in headers:
-            if name == b"content-length" and not length:
-                length = value
-            elif name == b"connection" or name == b"transfer-encoding":
-                return False
-        if length != b"%d" % len(body):
-            return False
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected:
-            return True
-        lines = [b"%s: %s\r\n" % header for header in headers]
-        if not self.keep_alive:
-            lines.append(b"connection: close\r\n")
-        self.transport.write(b"".join([STATUS_LINE[start["status"]], *lines, b"\r\n", body]))
-        self.response_complete = True
-        self.message_event.set()
-        if not self.keep_alive:
-            self.transport.close()
-        self.on_response()
-        return True
-
-
-_DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (a new list each second), as lines
-
-
-def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The default headers uvicorn adds (``date``, made each second) as header lines."""
-    if headers is not _DEFAULTS[0]:
-        _DEFAULTS[:] = [headers, b"".join([b"%s: %s\r\n" % header for header in headers])]
-    return _DEFAULTS[1]
-
-
-class _LingeringClose:
-    """A transport whose ``close`` lingers (``BoundedHeadProtocol.linger``)."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: BoundedHeadProtocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-
-    def write(self, data: bytes) -> None:
-        """Write to the connection."""
-        self._transport.write(data)
-
-    def is_closing(self) -> bool:
-        """True once the connection is closing."""
-        return self._transport.is_closing() or self._protocol.lingering
-
-    def close(self) -> None:
-        """Close after a linger rather than at once."""
-        self._protocol.linger()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore]
     """Bounds every connection in time and every head in size; errors are JSON."""
 
@@ -211,11 +71,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         self._dropped = 0  # bytes read and dropped while lingering
         self._draining = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None  # loop time the connection went idle; None: busy
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_seconds: float = self.timeout_keep_alive  # keep-alive; the drain shortens it
         super().connection_made(transport)
         # Until the first byte, a new connection is as idle as a kept-alive one.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self._idle()
 
     def on_message_begin(self) -> None:
         """A request's first byte: its head is now being read."""
@@ -227,15 +88,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         """The head is complete: the app takes over (the body has its own bound)."""
         self._in_head = False
         # Measured exactly when it came in several reads or in one large one (rarely).
-        if (self._big_read or self._head_read) and self._head_size() > MAX_HEAD_BYTES:
+        measure = self._big_read or self._head_read
+        if measure and _head_size(self.url, self.headers) > MAX_HEAD_BYTES:
             self._refused = True
             raise _HeadRefused  # the parser stops; uvicorn calls send_400_response
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # uvicorn took the request elsewhere (an upgrade it speaks)
-        cycle.__class__ = _ClosingCycle
-        cast(_ClosingCycle, cycle).protocol = self
+        cycle.__class__ = RequestCycle
+        cast(RequestCycle, cycle).protocol = self
         if self._draining or self.parser.should_upgrade():
             # Draining: this is the connection's last request. An upgrade: the parser
             # reads nothing after this request, so the connection cannot carry another.
@@ -268,17 +130,49 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection closed: no deadline left to keep."""
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         """An answer went out: the next request may start, unless the connection closes."""
-        if self.lingering:
-            self.server_state.total_requests += 1
+        self.server_state.total_requests += 1
+        if self.lingering or self.transport.is_closing():
             return
-        super().on_response_complete()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle()
+
+    def _idle(self) -> None:
+        """Idle from now: closed unless a request begins within the keep-alive time.
+
+        uvicorn arms a loop timer after every answer and cancels it as the next request
+        begins; here the connection notes when it went idle, and one timer, armed while
+        none is, reads the note when it fires (``_idle_check``).
+        """
+        self._idle_since = now = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(now + self._idle_seconds, self._idle_check)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """Busy (uvicorn calls this when bytes come): no keep-alive deadline now."""
+        self._idle_since = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None:
+            return  # busy: the timer is armed again when the connection goes idle
+        due = since + self._idle_seconds
+        if due <= self.loop.time():
+            self.timeout_keep_alive_handler()
+        else:
+            self._idle_timer = self.loop.call_at(due, self._idle_check)
 
     def send_400_response(self, msg: str) -> None:
         """The answer to a request the parser refused: JSON, like every other error."""
@@ -305,10 +199,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
         elif not self._in_head:
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(
-                DRAIN_IDLE_SECONDS, self.timeout_keep_alive_handler
-            )
+            self._idle_seconds = DRAIN_IDLE_SECONDS
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            self._idle()
 
     def cut_short(self, message: str) -> None:
         """The drain ran out of time: answer the request in progress 503 and close.
@@ -332,10 +227,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
-    def _head_size(self) -> int:
-        """The size of the head just parsed: request target and headers."""
-        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-
     def _head_expired(self) -> None:
         self._head_timer = None
         if self.transport.is_closing() or not self._in_head:
@@ -358,18 +249,34 @@ class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc,unused-ignore
             if cycle.response_started:  # half an answer is out: no status can follow it
                 self.transport.close()
                 return
-        answer = error_answer(error)
-        body = codec.encode_json(answer.body)
-        extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in answer.headers)
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n%sconnection: close\r\n\r\n%s"
-            % (answer.status, HTTPStatus(answer.status).phrase.encode(), len(body), extra, body)
-        )
+        self.transport.write(_closing_answer(error))
         if linger:
             self.linger()
         else:  # nothing left unread (the server is leaving): close once the answer is out
             self.transport.close()
+
+
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """The size of a head just parsed: request target and headers."""
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def _closing_answer(error: ServingError) -> bytes:
+    """The whole answer to ``error`` (as ``error_map`` says), saying ``connection: close``."""
+    answer = error_answer(error)
+    body = codec.encode_json(answer.body)
+    extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in answer.headers)
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%sconnection: close\r\n\r\n%s"
+        % (
+            answer.status,
+            HTTPStatus(answer.status).phrase.encode(),
+            len(body),
+            extra,
+            body,
+        )
+    )
 
 
 def with_head_timeout(seconds: float) -> type[BoundedHeadProtocol]:

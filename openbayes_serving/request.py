@@ -239,11 +239,15 @@ class Request:
         length = self.content_length
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        if getattr(getattr(self.receive, "__self__", None), "more_body", True) is False:
-            # uvicorn's cycle has the whole body already (as it has for nearly every
-            # request): reading it cannot wait, so it needs no deadline.
-            self.body = await self._read(limit)
-            return self.body
+        take = getattr(getattr(self.receive, "__self__", None), "take_body", None)
+        body = None if take is None else take()
+        if body is not None:
+            # The server holds the whole body already (as it does for nearly every
+            # request): taken at once, it needs no deadline.
+            if len(body) > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            self.body = body
+            return body
         # A client that stalls while sending its body must not hold the request forever:
         # a timer cancels the read at the deadline (no task per request).
         task = asyncio.current_task()

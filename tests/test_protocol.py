@@ -310,3 +310,50 @@ def test_the_responder_puts_the_same_bytes_on_the_wire_as_the_asgi_messages_do(e
     assert direct.buffer == asgi.buffer
     assert direct.buffer.startswith(b"HTTP/1.1 201 Created\r\nx-request-id: r1\r\n")
     assert direct.writes == 1
+
+
+async def echo_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    from openbayes_serving.request import Request
+
+    body = await Request(scope, receive, 5).read_body(1000)
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("pieces", [1, 2], ids=["whole", "in-two-reads"])
+def test_a_body_is_read_whole_however_it_arrived(loop, pieces):
+    config = Config(app=echo_body, lifespan="off", access_log=False, ws="none")
+    config.load()
+    protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
+    transport = MockTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef"
+    if pieces == 1:
+        protocol.data_received(request)
+    else:
+        protocol.data_received(request[:-3])
+        loop.run_until_complete(asyncio.sleep(0.01))
+        protocol.data_received(request[-3:])
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.startswith(b"HTTP/1.1 200 OK")
+    assert transport.buffer.endswith(b"\r\n\r\nabcdef")
+    protocol.data_received(request)  # the connection carries the next request
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.count(b"abcdef") == 2
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_its_answer(loop):
+    config = Config(app=echo_body, lifespan="off", access_log=False, ws="none")
+    config.load()
+    protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
+    transport = MockTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer == b"HTTP/1.1 100 Continue\r\n\r\n"
+    protocol.data_received(b"ok")
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert transport.buffer.endswith(b"\r\n\r\nok")
