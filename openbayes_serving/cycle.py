@@ -108,14 +108,7 @@ class RequestCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
             self.keep_alive = False
             self.transport = cast(asyncio.Transport, LingeringClose(self.transport, self.protocol))
         self.response_started = True
-        close = b"" if self.keep_alive else b"connection: close\r\n"
-        head = STATUS_LINE[status] + _default_lines(self.default_headers)
-        self.transport.write(b"".join([head, lines, close, b"\r\n", body]))
-        self.response_complete = True
-        self.message_event.set()
-        if not self.keep_alive:
-            self.transport.close()
-        self.on_response()
+        self._complete(STATUS_LINE[status] + _default_lines(self.default_headers) + lines, body)
         return True
 
     async def _send_whole(self, start: dict[str, Any], message: dict[str, Any]) -> bool:
@@ -146,15 +139,18 @@ class RequestCycle(RequestResponseCycle):  # type: ignore[misc,unused-ignore]
         if self.disconnected:
             return True
         lines = [b"%s: %s\r\n" % header for header in headers]
-        if not self.keep_alive:
-            lines.append(b"connection: close\r\n")
-        self.transport.write(b"".join([STATUS_LINE[start["status"]], *lines, b"\r\n", body]))
+        self._complete(b"".join([STATUS_LINE[start["status"]], *lines]), body)
+        return True
+
+    def _complete(self, head: bytes, body: bytes) -> None:
+        """Write the answer (``head``: status line and header lines) and end the cycle."""
+        close = b"" if self.keep_alive else b"connection: close\r\n"
+        self.transport.write(b"".join([head, close, b"\r\n", body]))
         self.response_complete = True
         self.message_event.set()
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
-        return True
 
 
 _DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (a new list each second), as lines

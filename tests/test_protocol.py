@@ -205,11 +205,7 @@ async def never_answers(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def test_a_request_still_running_when_the_drain_is_cut_short_gets_503_json(loop):
-    config = Config(app=never_answers, lifespan="off", access_log=False, ws="none")
-    config.load()
-    protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
-    transport = MockTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol, transport = connect_app(loop, never_answers)
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     loop.run_until_complete(asyncio.sleep(0.01))
     protocol.cut_short("the request did not finish within 30s")
@@ -321,13 +317,18 @@ async def echo_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("pieces", [1, 2], ids=["whole", "in-two-reads"])
-def test_a_body_is_read_whole_however_it_arrived(loop, pieces):
-    config = Config(app=echo_body, lifespan="off", access_log=False, ws="none")
+def connect_app(loop: asyncio.AbstractEventLoop, app: Any) -> tuple[Any, MockTransport]:
+    config = Config(app=app, lifespan="off", access_log=False, ws="none")
     config.load()
     protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
     transport = MockTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+@pytest.mark.parametrize("pieces", [1, 2], ids=["whole", "in-two-reads"])
+def test_a_body_is_read_whole_however_it_arrived(loop, pieces):
+    protocol, transport = connect_app(loop, echo_body)
     request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef"
     if pieces == 1:
         protocol.data_received(request)
@@ -344,11 +345,7 @@ def test_a_body_is_read_whole_however_it_arrived(loop, pieces):
 
 
 def test_a_client_that_expects_100_continue_gets_it_before_its_answer(loop):
-    config = Config(app=echo_body, lifespan="off", access_log=False, ws="none")
-    config.load()
-    protocol = with_head_timeout(60)(config, ServerState(), {}, _loop=loop)
-    transport = MockTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol, transport = connect_app(loop, echo_body)
     protocol.data_received(
         b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
     )
