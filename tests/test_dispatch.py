@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -111,3 +113,61 @@ def test_a_request_already_past_its_deadline_never_queues(timeout):
     time.sleep(0.01)
     [error] = run(lambda c: c.value, c)
     assert isinstance(error, QueueTimeoutError)
+
+
+def test_a_shorter_deadline_submitted_after_a_longer_one_still_gets_its_504_first():
+    gate = threading.Event()
+
+    def runner(c: PredictCall) -> Any:
+        gate.wait(5)
+        return c.value
+
+    scheduler = Scheduler([runner], concurrency=1, max_queue=10)
+    scheduler.start()
+
+    async def main() -> tuple[Any, bool]:
+        dispatcher = Dispatcher(scheduler)
+        busy = asyncio.ensure_future(dispatcher.submit(call("busy", 5)))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(dispatcher.submit(call("late", 5)))
+        short = await asyncio.gather(dispatcher.submit(call("short", 0.1)), return_exceptions=True)
+        still_waiting = not late.done()
+        gate.set()
+        await asyncio.gather(busy, late)
+        return short[0], still_waiting
+
+    try:
+        short, still_waiting = asyncio.run(main())
+    finally:
+        scheduler.close(1)
+    assert isinstance(short, QueueTimeoutError)
+    assert still_waiting
+
+
+class Big:
+    """A result whose lifetime a test can watch."""
+
+
+def test_a_finished_call_keeps_no_reference_to_its_result():
+    results: list[weakref.ref[Big]] = []
+
+    def runner(c: PredictCall) -> Any:
+        big = Big()
+        results.append(weakref.ref(big))
+        return big
+
+    scheduler = Scheduler([runner], concurrency=1, max_queue=10)
+    scheduler.start()
+
+    async def main() -> None:
+        dispatcher = Dispatcher(scheduler)
+        for i in range(5):
+            await dispatcher.submit(call(i))
+
+    try:
+        asyncio.run(main())
+    finally:
+        scheduler.close(1)  # the model thread lets go of the last job it ran
+    gc.collect()
+    assert len(results) == 5
+    assert [ref() for ref in results] == [None] * 5
