@@ -1,8 +1,12 @@
-"""X-Forwarded-For and X-Forwarded-Proto from a trusted proxy, through a real server."""
+"""The serving process through a real server: forwarded headers, the collector's settings."""
 
 from __future__ import annotations
 
+import time
+
 import requests
+
+from openbayes_serving.worker import GC_YOUNG_THRESHOLD
 
 
 def test_a_trusted_proxys_forwarded_headers_name_the_client_and_scheme(shared_server):
@@ -19,3 +23,16 @@ def test_an_untrusted_peers_forwarded_headers_are_ignored(serve):
     headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
     answer = requests.post(server.url, json={}, headers=headers, timeout=10).json()
     assert answer == {"remote_addr": "127.0.0.1", "scheme": "http"}
+
+
+def test_once_ready_the_young_generation_is_collected_less_often_and_the_model_frozen(
+    shared_server,
+):
+    url = shared_server("gc_state")
+    deadline = time.monotonic() + 5  # the worker settles them on its next tick (0.1 s)
+    answer = requests.post(url, json={}, timeout=10).json()
+    while not answer["frozen"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        answer = requests.post(url, json={}, timeout=10).json()
+    assert answer["young"] >= GC_YOUNG_THRESHOLD
+    assert answer["frozen"] > 0
