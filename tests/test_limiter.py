@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import heapq
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +70,94 @@ def test_a_pinned_limit_never_moves():
     assert limiter.limit == 1
 
 
+def time_at_each_limit(
+    limiter: Limiter,
+    clock: FakeClock,
+    seconds: Callable[[int], float],
+    until: float,
+    since: float = 0.0,
+) -> dict[int, float]:
+    """Rounds of as many calls at once as the limit allows, each ``seconds(n)``, until the
+    clock reads ``until``; the time spent at each limit after ``since``."""
+    spent: dict[int, float] = {}
+    while clock.now < until:
+        n = limiter.limit
+        for _ in range(n):
+            limiter.acquire()
+        clock.now += seconds(n)
+        if clock.now > since:
+            spent[n] = spent.get(n, 0.0) + seconds(n)
+        for _ in range(n):
+            limiter.release(seconds(n))
+    return spent
+
+
+def crowded(n: int) -> float:
+    """A call that a second one at once slows more than they overlap, as when the
+    model's library already keeps every core busy: two at once finish fewer."""
+    return 0.005 * n * (1.2 if n > 1 else 1.0)
+
+
+def test_a_predict_that_a_second_call_at_once_slows_tries_2_ever_more_rarely():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    spent = time_at_each_limit(limiter, clock, crowded, until=40.0, since=10.0)
+    assert spent.get(1, 0.0) / sum(spent.values()) > 0.95
+
+
+def test_a_predict_long_held_at_1_that_starts_waiting_on_io_climbs_within_seconds():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    time_at_each_limit(limiter, clock, crowded, until=40.0)
+    time_at_each_limit(limiter, clock, lambda n: 0.05, until=43.5)
+    assert limiter.limit >= 8
+
+
+def staggered(
+    limiter: Limiter,
+    clock: FakeClock,
+    seconds: Callable[[], float],
+    until: float,
+    since: float = 0.0,
+) -> dict[int, float]:
+    """Closed-loop calls as the limit allows on ten model threads, each call taking
+    ``seconds()``, so that they end at staggered times; the time spent at each limit
+    after ``since``. Events run in time order on the fake clock; each model thread is
+    a one-thread pool, so that a permit is given back by the thread that took it."""
+    pools = [concurrent.futures.ThreadPoolExecutor(1) for _ in range(limiter.maximum)]
+    idle = list(range(len(pools)))
+    calls: list[tuple[float, int, float]] = []  # (end, thread, seconds)
+    spent: dict[int, float] = {}
+    while clock.now < until:
+        while idle and limiter.running < limiter.limit:
+            thread, took = idle.pop(), seconds()
+            pools[thread].submit(limiter.acquire).result()
+            heapq.heappush(calls, (clock.now + took, thread, took))
+        end, thread, took = heapq.heappop(calls)
+        if end > since:
+            spent[limiter.limit] = spent.get(limiter.limit, 0.0) + end - max(clock.now, since)
+        clock.now = end
+        pools[thread].submit(limiter.release, took).result()
+        idle.append(thread)
+    for pool in pools:
+        pool.shutdown()
+    return spent
+
+
+def jittered(mean: float, seed: int) -> Callable[[], float]:
+    """Call times around ``mean``, each off by about 20% (seeded)."""
+    rng = random.Random(seed)
+    return lambda: mean * rng.lognormvariate(0, 0.2)
+
+
+def test_an_io_bound_predict_whose_calls_vary_stays_at_the_maximum():
+    for seed in range(3):
+        clock = FakeClock()
+        limiter = Limiter(1, 10, adaptive=True, clock=clock)
+        spent = staggered(limiter, clock, jittered(0.05, seed), until=10.0, since=2.0)
+        assert spent.get(10, 0.0) / sum(spent.values()) > 0.7
+
+
 def load(
     runner: Callable[[Any], Any], limiter: Limiter, seconds: float, clients: int = 24
 ) -> Scheduler:
@@ -129,14 +220,29 @@ def test_an_io_bound_predict_reaches_8_at_once_within_2_seconds():
     assert gauge.reached[8] < 2.0
 
 
+def spin(iterations: int) -> None:
+    """Pure Python work that holds the GIL."""
+    for _ in range(iterations):
+        pass
+
+
+def iterations_for(seconds: float) -> int:
+    """About as many ``spin`` iterations as take ``seconds`` on this machine now."""
+    started = time.perf_counter()
+    spin(100_000)
+    return int(100_000 * seconds / (time.perf_counter() - started))
+
+
 def test_a_predict_holding_the_gil_stays_at_2_or_fewer():
     gauge = Gauge()
+    # A fixed amount of work, about 5 ms alone, so that two at once take as long as one
+    # after the other. (A loop that spins until a deadline would not: a thread that
+    # waited for the GIL past its deadline would end at once, and more would finish.)
+    iterations = iterations_for(0.005)
 
     def compute(_: Any) -> None:
         gauge.enter()
-        end = time.perf_counter() + 0.005
-        while time.perf_counter() < end:  # pure Python: holds the GIL
-            pass
+        spin(iterations)
         gauge.leave()
 
     # Few client threads: they take the GIL too, which a server's one event loop does not.
