@@ -114,12 +114,15 @@ class Limiter:
     def acquire(self) -> None:
         """Block until a permit is free (a thread takes one before it takes a job)."""
         with self._cond:
-            while self._running >= self.limit:
+            running = self._running
+            while running >= self.limit:
                 self._cond.wait()
+                running = self._running
             if self.adaptive:
-                self._taken.at = self._tick()
-            self._running += 1
-            self._peak = max(self._peak, self._running)
+                self._taken.at = self._tick(running)
+            self._running = running = running + 1
+            if running > self._peak:
+                self._peak = running
 
     def release(self, seconds: float | None) -> None:
         """Give a permit back; ``seconds`` is how long the predict ran (None: no call).
@@ -130,18 +133,24 @@ class Limiter:
         wakes all (``_step``).
         """
         with self._cond:
-            now = self._tick() if self.adaptive else 0.0
+            if not self.adaptive:
+                self._running -= 1
+                if seconds is None:
+                    self._cond.notify()
+                return
+            now = self._tick(self._running)
             self._running -= 1
             if seconds is None:
                 self._cond.notify()
-            elif self.adaptive:
+            else:
                 self._observe(seconds, now - self._taken.at, now)
 
-    def _tick(self) -> float:
+    def _tick(self, running: int) -> float:
         # Under the lock, before ``_running`` changes: the permit-seconds up to now, of
         # permits within the limit (after a fall, those beyond it are on their way out).
         now = self._clock()
-        self._area += min(self._running, self.limit) * (now - self._last)
+        limit = self.limit
+        self._area += (running if running < limit else limit) * (now - self._last)
         self._last = now
         return now
 
