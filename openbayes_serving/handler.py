@@ -63,7 +63,8 @@ class PredictHandler:
         try:
             if request.header_error is not None:
                 raise BadRequestError(request.header_error)
-            await lifecycle.until_loaded(request)
+            if not lifecycle.serving:  # the model may still be loading: wait for it
+                await lifecycle.until_loaded(request)
             pipeline, dispatcher = lifecycle.pipeline, lifecycle.dispatcher
             if not lifecycle.serving or pipeline is None or dispatcher is None:
                 reason = (
@@ -80,7 +81,8 @@ class PredictHandler:
             admission = lifecycle.admit()
             self._held += size
             try:
-                await request.read_body(self._max_body)
+                if request.take_body(self._max_body) is None:  # still coming: read it
+                    await request.read_body(self._max_body)
                 compute = self._cancellable if pipeline.cancellable else self._compute
                 result = await compute(request, pipeline, dispatcher, admission)
                 return await send_result(

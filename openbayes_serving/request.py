@@ -228,6 +228,22 @@ class Request:
                 cancelled.cancel(Cancelled.DISCONNECT)
                 return
 
+    def take_body(self, limit: int) -> bytes | None:
+        """The whole body at once if the server holds it already (it nearly always does).
+
+        None when it does not (``read_body`` then waits for it), or cannot say.
+
+        Raises:
+            PayloadTooLargeError: the body is larger than ``limit``.
+        """
+        take = getattr(getattr(self.receive, "__self__", None), "take_body", None)
+        body = None if take is None else take()
+        if body is not None:
+            if len(body) > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            self.body = body
+        return body
+
     async def read_body(self, limit: int) -> bytes:
         """Read the whole body, at most ``limit`` bytes, before the deadline.
 
@@ -239,14 +255,8 @@ class Request:
         length = self.content_length
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        take = getattr(getattr(self.receive, "__self__", None), "take_body", None)
-        body = None if take is None else take()
+        body = self.take_body(limit)
         if body is not None:
-            # The server holds the whole body already (as it does for nearly every
-            # request): taken at once, it needs no deadline.
-            if len(body) > limit:
-                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            self.body = body
             return body
         # A client that stalls while sending its body must not hold the request forever:
         # a timer cancels the read at the deadline (no task per request).
@@ -257,7 +267,7 @@ class Request:
             self.deadline - time.monotonic(), _expire, task, expired
         )
         try:
-            self.body = await self._read(limit)
+            self.body = await _read(self.receive, limit)
             return self.body
         except asyncio.CancelledError:
             # The loop may run a timer slightly before its due time, so ask the timer
@@ -269,21 +279,6 @@ class Request:
             ) from None
         finally:
             timer.cancel()
-
-    async def _read(self, limit: int) -> bytes:
-        chunks = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def parsed(self, strict: bool) -> Any:
         """The parsed body (``json`` when ``strict``, ``payload`` otherwise), parsed once.
@@ -304,6 +299,23 @@ class Request:
 
             self._environ = flask_compat.build_environ(self.scope, self.body)
         return self._environ
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    """The body's messages from ``receive``, joined (ClientGone if the client leaves)."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _credentials(headers: Headers) -> tuple[bytes, bytes]:

@@ -38,6 +38,10 @@ def encode_value(value: Any, accept: str | None) -> tuple[bytes, str]:
         NotAcceptableError: a structured result and an Accept that allows neither format.
         BadResultError: a value of a type that cannot be answered; the message lists types.
     """
+    if type(value) is dict or type(value) is list:  # the commonest results, first
+        if codec.negotiate(accept) is codec.Format.MSGPACK:
+            return codec.encode_msgpack(value), codec.MSGPACK_TYPE
+        return codec.encode_json(value), codec.JSON_TYPE
     if isinstance(value, str):
         return value.encode("utf-8"), codec.TEXT_TYPE
     if isinstance(value, (bytes, bytearray, memoryview)):
