@@ -6,7 +6,9 @@ climbing on measured throughput, in the spirit of TCP Vegas and Netflix's
 concurrency-limits:
 
 - A window is at least ``2 * limit`` (and 6) finished calls and 50 ms; only a window in
-  which the limit was reached (there was demand) counts. Its throughput comes from
+  which the limit was reached and the calls ran for at least ``BUSY_SHARE`` of the time
+  their permits were held (there was demand: the threads did not wait for jobs through
+  a pause in traffic) counts. Its throughput comes from
   Little's law: the permits held on average over the window (at most the limit) over
   the mean time a permit was held, from the moment a thread took it (before it took a
   job) to the moment it gave it back. Counting the calls that finish in the window
@@ -60,6 +62,7 @@ HOLD_WINDOWS = 2  # the shortest hold between probes, and the first after a fail
 MAX_HOLD_SECONDS = 2.0  # a longer hold ends after this long
 MAX_HOLD_WINDOWS = 1024  # where the backoff stops growing (the seconds end a hold first)
 BACK_OFF_SHARE = 0.7  # held, a throughput below this share of the reference backs off
+BUSY_SHARE = 0.05  # a window whose calls ran for less of the permits' time had no demand
 SETTLED_LOG_SECONDS = 60.0
 
 
@@ -167,7 +170,9 @@ class Limiter:
         permits = self._area / elapsed if self._held else 1.0
         throughput = permits * self._calls / (self._held or elapsed)
         latency = self._total / self._calls
-        demand = self._peak >= self.limit
+        # Demand: the limit was reached, and the calls kept the permits busy (else the
+        # threads held them waiting for jobs: a pause in traffic, not a slower model).
+        demand = self._peak >= self.limit and self._total >= BUSY_SHARE * self._held
         self._calls, self._total, self._held, self._area = 0, 0.0, 0.0, 0.0
         self._peak, self._window_start = self._running, now
         if demand:

@@ -113,6 +113,18 @@ def test_a_predict_long_held_at_1_that_starts_waiting_on_io_climbs_within_second
     assert limiter.limit >= 8
 
 
+def test_a_pause_in_traffic_is_not_taken_for_a_slower_model():
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    time_at_each_limit(limiter, clock, crowded, until=40.0)
+    # The model thread waits 10 s for a job, holding its permit, then calls come again.
+    limiter.acquire()
+    clock.now += 10.0 + crowded(1)
+    limiter.release(crowded(1))
+    spent = time_at_each_limit(limiter, clock, crowded, until=60.0)
+    assert max(spent) <= 2
+
+
 def staggered(
     limiter: Limiter,
     clock: FakeClock,
