@@ -5,7 +5,8 @@ request the queue would refuse costs no memory and no parsing. Two bounds apply 
 every predict slot is busy:
 
 - count: ``max_queue`` requests wait at most;
-- time: a request is refused when it would wait longer than ``max_queue_wait``, by the
+- time: while requests arrive faster than the model serves them, a request is refused
+  when it would wait longer than ``max_queue_wait``, by the
   estimate (requests ahead of it + 1) x the recent time the model takes per request.
   That time is a call's duration / the requests it served / the calls that ran beside
   it, so it follows batching and the concurrency the limiter allows at the moment.
@@ -14,6 +15,12 @@ every predict slot is busy:
   larger of 2 s and ten recent predict calls, so a slow model still queues a few
   requests.
 
+"Faster than served" is judged over short windows (an eighth of the bound, at least
+0.1 s): requests let in > 1.5 x requests served + 1, in the last window or in the
+current one so far. Clients that each wait for their
+answer before they send again (a closed loop) never outpace the model, so they wait as
+they would without the bound, and are not turned into a storm of refusals and retries.
+
 The estimate is only as good as the recent past: a request that waited twice the bound
 anyway (predict slowed down, the limiter lowered its limit) is answered 503 when a model
 thread reaches it, rather than after the client gave up. Both refusals are 503 with
@@ -21,6 +28,8 @@ thread reaches it, rather than after the client gave up. Both refusals are 503 w
 """
 
 from __future__ import annotations
+
+import time
 
 from .errors import OverloadedError
 
@@ -54,6 +63,10 @@ class Gate:
         self.per_call = 0.0  # moving average of one predict call, seconds
         self.per_request = 0.0  # ...of the model's time per request (see ``timed``)
         self._samples = 0
+        self.arrived = 0  # requests let in, ever (the event loop)
+        self.served = 0  # requests predict was called for, ever (model threads)
+        self._window: tuple[float, int, int] = (0.0, 0, 0)  # (began, arrived, served)
+        self._outpaced = False  # in the last window, arrivals outpaced the model
 
     def timed(self, seconds: float, requests: int, running: int) -> None:
         """A predict call serving ``requests`` took ``seconds`` while ``running`` ran.
@@ -65,6 +78,7 @@ class Gate:
             weight = 1.0 / self._samples  # a plain mean until the average has its samples
         else:
             weight = _WEIGHT
+        self.served += requests
         self.per_call += weight * (seconds - self.per_call)
         self.per_request += weight * (seconds / (requests * running) - self.per_request)
 
@@ -92,17 +106,37 @@ class Gate:
             raise OverloadedError("the server is shutting down")
         pending = waiting + self.admitted
         if free - pending > 0:
+            self._arrive()
             return
         if pending >= self.max_queue:
             raise OverloadedError(f"server overloaded: {pending} requests already wait for predict")
         bound = self.bound
         if pending and bound and self._samples >= _SAMPLES:
             wait = (pending + 1) * self.per_request
-            if wait > bound:
+            if wait > bound and self._outpacing():
                 raise OverloadedError(
                     f"server overloaded: a new request would wait about {wait:.1f}s for "
                     f"predict (max_queue_wait {bound:.1f}s)"
                 )
+        self._arrive()
+
+    def _arrive(self) -> None:
+        """Count a request let in; every window, note whether arrivals outpaced the model."""
+        self.arrived += 1
+        now = time.monotonic()
+        began, arrived, served = self._window
+        if now - began >= max(0.1, self.bound / 8):
+            self._outpaced = self._faster(self.arrived - arrived, self.served - served)
+            self._window = (now, self.arrived, self.served)
+
+    def _outpacing(self) -> bool:
+        """Whether requests arrive faster than served: the last window, or this one so far."""
+        _, arrived, served = self._window
+        return self._outpaced or self._faster(self.arrived + 1 - arrived, self.served - served)
+
+    @staticmethod
+    def _faster(let_in: int, served: int) -> bool:
+        return let_in > 1.5 * served + 1
 
     def admit(self, waiting: int, free: int) -> Admission:
         """Take a place for a request whose body is yet to be read.
