@@ -197,8 +197,12 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
 SERIAL = (
     "test_limiter.py",
     "test_concurrency.py",
-    "test_watchdog.py",
-    "test_deadlines.py",
+    "test_watchdog.py::test_a_predict_past_the_timeout_is_logged_with_its_request_and_stack",
+    "test_watchdog.py::test_stuck_while_others_still_run_only_turns_readiness_off",
+    "test_deadlines.py::test_a_request_whose_header_deadline_passes_in_the_queue_is_504_and_never_runs",
+    "test_deadlines.py::test_request_timeout_applies_when_it_is_the_smaller",
+    "test_deadlines.py::test_the_client_timeout_reaches_the_server_as_its_deadline",
+    "test_deadlines.py::test_in_process_a_queued_request_past_its_header_deadline_is_504_and_never_runs",
     "test_admission.py",
     "test_limit_concurrency.py",
     "test_cancellation.py::test_a_running_predict_sees_its_deadline_and_frees_its_slot",
@@ -241,7 +245,12 @@ SLOW_FIRST = (
     "test_server.py",
     "test_ui.py",
     "test_startup_errors.py",
+    "test_cli.py",
+    "test_ui_examples.py",
     "test_operations.py",
+    "test_compat.py",
+    "test_warmup_health.py",
+    "test_client.py",
 )
 
 

@@ -157,17 +157,17 @@ def test_stream_sends_first_chunk_before_the_generator_finishes(serve):
     assert (first + rest).decode() == "".join(f"tok{i} " for i in range(10))
 
 
-def test_stream_of_dicts_is_ndjson(serve):
-    server = serve("streams")
-    rv = requests.post(server.url, json={"count": 3, "dicts": True, "delay": 0}, timeout=10)
+def test_stream_of_dicts_is_ndjson(shared_server):
+    url = shared_server("streams")
+    rv = requests.post(url, json={"count": 3, "dicts": True, "delay": 0}, timeout=10)
     assert rv.headers["content-type"] == "application/x-ndjson"
     assert [json.loads(line) for line in rv.text.splitlines()] == [{"index": i} for i in range(3)]
 
 
-def test_stream_with_accept_event_stream_is_sse(serve):
-    server = serve("streams")
+def test_stream_with_accept_event_stream_is_sse(shared_server):
+    url = shared_server("streams")
     rv = requests.post(
-        server.url,
+        url,
         json={"count": 2, "dicts": True, "delay": 0},
         headers={"Accept": "text/event-stream"},
         timeout=10,
@@ -176,10 +176,10 @@ def test_stream_with_accept_event_stream_is_sse(serve):
     assert rv.text == 'id: 1\ndata: {"index":0}\n\nid: 2\ndata: {"index":1}\n\n'
 
 
-def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(serve):
-    server = serve("streams")
+def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(shared_server):
+    url = shared_server("streams")
     rv = requests.post(
-        server.url,
+        url,
         json={"count": 5, "fail_at": 2, "delay": 0},
         headers={"Accept": "text/event-stream"},
         timeout=10,
@@ -188,22 +188,20 @@ def test_stream_that_fails_mid_way_ends_with_an_sse_error_event(serve):
     assert rv.text.endswith('id: 3\nevent: error\ndata: {"error":"stream broke"}\n\n')
 
 
-def test_ndjson_stream_that_fails_ends_with_an_error_line(serve):
-    server = serve("streams")
-    rv = requests.post(
-        server.url, json={"count": 5, "fail_at": 1, "dicts": True, "delay": 0}, timeout=10
-    )
+def test_ndjson_stream_that_fails_ends_with_an_error_line(shared_server):
+    url = shared_server("streams")
+    rv = requests.post(url, json={"count": 5, "fail_at": 1, "dicts": True, "delay": 0}, timeout=10)
     assert [json.loads(line) for line in rv.text.splitlines()] == [
         {"index": 0},
         {"error": "stream broke"},
     ]
 
 
-def test_text_stream_that_fails_is_cut_short(serve):
-    server = serve("streams")
+def test_text_stream_that_fails_is_cut_short(shared_server):
+    url = shared_server("streams")
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.post(server.url, json={"count": 5, "fail_at": 2, "delay": 0}, timeout=10).content  # noqa: B018
-    assert requests.post(server.url, json={"count": 1, "delay": 0}, timeout=10).text == "tok0 "
+        requests.post(url, json={"count": 5, "fail_at": 2, "delay": 0}, timeout=10).content  # noqa: B018
+    assert requests.post(url, json={"count": 1, "delay": 0}, timeout=10).text == "tok0 "
 
 
 def test_stream_error_details_stay_hidden_in_production(serve):
