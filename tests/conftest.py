@@ -60,6 +60,7 @@ def _terminate(procs: Iterable[subprocess.Popen]) -> list[subprocess.Popen]:
 
 
 def _reap(procs: list[subprocess.Popen], deadline: float) -> list[int]:
+    """Wait for each process until ``deadline``, SIGKILL what is left; the exit codes."""
     for proc in procs:
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -193,7 +194,7 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
 # within a window, when a watchdog or a deadline fires). They are marked ``serial``: `make
 # test` runs them in a pass of their own, after the parallel pass (``pytest -n``), so that
 # other tests' servers do not take the CPU they measure. A file name marks all its tests;
-# tests/test_serial.py checks that every entry names a test that exists.
+# tests/test_suite_order.py checks that every entry names a test that exists.
 SERIAL = (
     "test_limiter.py",
     "test_concurrency.py",
