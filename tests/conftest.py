@@ -233,6 +233,20 @@ SERIAL = (
 )
 
 
+# The serial tests that measure CPU-bound concurrency (how many predicts run at once, a
+# predict holding the GIL): marked ``alone`` as well, `make test` runs them in a last pass
+# by themselves. The other serial tests wait on sleeps and timers, not on the CPU, and
+# run three at a time (``pytest -n 3 -m "serial and not alone"``).
+ALONE = (
+    "test_limiter.py",
+    "test_concurrency.py",
+    "test_limit_concurrency.py",
+    "test_devices.py::test_each_instance_gets_its_own_device_and_they_predict_in_parallel",
+    "test_pipeline.py::test_two_instances_run_predicts_in_parallel_and_each_sees_its_device",
+    "test_pipeline.py::test_preprocess_overlaps_while_predict_never_runs_twice",
+)
+
+
 # The slowest files, slowest first: the parallel pass (``--dist loadfile
 # --no-loadscope-reorder``) hands files to its workers in collection order, and a slow file
 # handed out last would run on alone at the end.
@@ -255,21 +269,24 @@ SLOW_FIRST = (
 )
 
 
-def is_serial(nodeid: str) -> bool:
-    """Whether ``SERIAL`` names this test (``tests/test_x.py::test_y[param]``) or its file."""
+def is_serial(nodeid: str, names: tuple[str, ...] = SERIAL) -> bool:
+    """Whether ``names`` (``SERIAL`` unless given) names this test
+    (``tests/test_x.py::test_y[param]``) or its file."""
     name = nodeid.split("[")[0].rsplit("/", 1)[-1]
-    return name in SERIAL or name.split("::")[0] in SERIAL
+    return name in names or name.split("::")[0] in names
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks the ``SERIAL`` tests, puts the ``SLOW_FIRST`` files first; the real-server leg
-    of a two-transport test runs only when the test is marked http."""
+    """Marks the ``SERIAL`` and ``ALONE`` tests, puts the ``SLOW_FIRST`` files first; the
+    real-server leg of a two-transport test runs only when the test is marked http."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         if is_serial(item.nodeid):
             item.add_marker(pytest.mark.serial)
+        if is_serial(item.nodeid, ALONE):
+            item.add_marker(pytest.mark.alone)
         callspec = getattr(item, "callspec", None)
         over_http = callspec is not None and callspec.params.get("target") == "http"
         (dropped if over_http and item.get_closest_marker("http") is None else kept).append(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import SERIAL, SLOW_FIRST, is_serial
+from conftest import ALONE, SERIAL, SLOW_FIRST, is_serial
 
 TESTS = Path(__file__).resolve().parent
 
@@ -26,6 +26,15 @@ def test_every_serial_entry_names_a_test_file_or_a_test_in_it() -> None:
         assert (TESTS / file).is_file(), entry
         if name:
             assert name in functions_in(TESTS / file), entry
+
+
+def test_every_alone_entry_is_a_serial_test_that_exists() -> None:
+    for entry in ALONE:
+        file, _, name = entry.partition("::")
+        assert (TESTS / file).is_file(), entry
+        if name:
+            assert name in functions_in(TESTS / file), entry
+        assert is_serial(f"tests/{entry}"), entry
 
 
 def test_every_slow_first_entry_names_a_test_file() -> None:
