@@ -38,9 +38,9 @@ def test_predict_concurrency_allows_that_many_at_once(serve):
     assert max(rv.json()["max_running"] for rv in answers) == 3
 
 
-def test_async_preprocess_and_postprocess_are_awaited(serve):
-    server = serve("async_steps")
-    rv = requests.post(server.url, params={"scale": "3"}, json={"value": 7}, timeout=10)
+def test_async_preprocess_and_postprocess_are_awaited(shared_server):
+    url = shared_server("async_steps")
+    rv = requests.post(url, params={"scale": "3"}, json={"value": 7}, timeout=10)
     assert rv.json() == {"result": 21}
 
 
@@ -65,15 +65,15 @@ def test_lone_request_waits_at_most_max_delay(serve):
     assert elapsed < 0.1 + 0.02 + 0.5  # max_delay_ms + predict + HTTP slack on a busy machine
 
 
-def test_batched_predict_after_preprocess_gets_preprocess_results(serve):
-    server = serve("batch_preprocessed")
-    answers = post_many(server.url, [{"x": i} for i in range(8)])
+def test_batched_predict_after_preprocess_gets_preprocess_results(shared_server):
+    url = shared_server("batch_preprocessed")
+    answers = post_many(url, [{"x": i} for i in range(8)])
     assert [rv.json() for rv in answers] == [i * 10 + 1 for i in range(8)]
 
 
-def test_wrong_length_batch_result_is_500_that_says_so(serve):
-    server = serve("batch_preprocessed")
-    rv = requests.post(server.url, json={"x": -1}, timeout=10)
+def test_wrong_length_batch_result_is_500_that_says_so(shared_server):
+    url = shared_server("batch_preprocessed")
+    rv = requests.post(url, json={"x": -1}, timeout=10)
     assert rv.status_code == 500
     assert "returned 0 results for a batch of 1" in rv.json()["error"]
 

@@ -163,9 +163,9 @@ def test_unrecoverable_error_answers_500_drains_in_flight_and_exits_non_zero(ser
     assert server.proc.wait(timeout=30) == 4
 
 
-def test_model_loads_after_the_fork_and_healthz_answers(serve):
-    server = serve("echo_json")
-    assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "ready"}
+def test_model_loads_after_the_fork_and_healthz_answers(shared_server):
+    url = shared_server("echo_json")
+    assert requests.get(url + "/healthz", timeout=5).json() == {"status": "ready"}
 
 
 def test_model_file_that_onnxruntime_refuses_exits_3_with_one_line(tmp_path):
