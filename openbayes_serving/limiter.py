@@ -16,15 +16,17 @@ concurrency-limits:
   still running) and too many or too few when calls finish in bursts; a permit's time
   also holds what a thread waits for the GIL before its call starts, which the call's
   own clock cannot see. Its latency is the mean time of a call.
-- Each step must pay for itself: a step up from ``n`` to ``m`` must buy at least half
+- Each step must pay for itself: a step up from ``n`` to ``m`` must buy at least 30%
   of the ``m / n`` that calls which overlap (a predict waiting on I/O) would gain, and
-  a probe down from ``n + 1`` to ``n`` is kept when it lost less than half of what a
-  slot brings. The first window at the new limit decides at once when the change is
-  plain: none at all (a step up is undone, a probe down kept) or three quarters of the
-  ideal or more (a step up kept, a probe down undone). In between, the limit goes back
-  for one window and the trial is compared with the better of the windows on its two
-  sides: a machine whose speed drifts (other processes come and go) must not pass for
-  a gain, nor one window slowed by it.
+  a probe down from ``n + 1`` to ``n`` is kept when it lost less than 30% of what a
+  slot brings. (A model library that releases the GIL, on cores that also serve HTTP,
+  gains about 1.4x from a second call at once, not 2x; half would refuse that.) The
+  first window at the new limit decides at once when the change is plain: none at
+  all (a step up is undone, a probe down kept) or three quarters of the ideal or more
+  (a step up kept, a probe down undone). In between, the limit goes back for one
+  window and the trial is compared with the better of the windows on its two sides:
+  a machine whose speed drifts (other processes come and go) must not pass for a gain,
+  nor one window slowed by it.
 - While steps up pay the limit climbs on, each step twice the last (1, 2, 4, 8, ...
   the maximum, as in TCP's slow start). A held limit probes one up and one down in turn.
 - A limit that a step fell back to holds before its next probe: 2 windows, then 8, 32,
@@ -56,7 +58,7 @@ Window = tuple[float, float]  # a window's calls per second, and calls in progre
 
 MIN_WINDOW_CALLS = 6
 MIN_WINDOW_SECONDS = 0.05
-KEEP_SHARE = 0.5  # a step is kept when it bought this share of its ideal change
+KEEP_SHARE = 0.3  # a step is kept when it bought this share of its ideal change
 CLEAR_SHARE = 0.75  # a first window with this share of it decides at once
 HOLD_WINDOWS = 2  # the shortest hold between probes, and the first after a failed step
 MAX_HOLD_SECONDS = 2.0  # a longer hold ends after this long

@@ -105,6 +105,22 @@ def test_a_predict_that_a_second_call_at_once_slows_tries_2_ever_more_rarely():
     assert spent.get(1, 0.0) / sum(spent.values()) > 0.95
 
 
+def test_a_second_call_that_finishes_1_4x_as_many_is_kept():
+    """An onnxruntime session with one thread on 2 cores that also serve HTTP: two calls
+    at once finish 1.4x as many as one (not 2x), and more than two no more."""
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    rng = random.Random(7)
+
+    def shared_cores(n: int) -> float:
+        return 0.005 * n / min(n, 1.4) * rng.uniform(0.8, 1.2)
+
+    spent = time_at_each_limit(limiter, clock, shared_cores, until=40.0, since=5.0)
+    total = sum(spent.values())
+    assert spent.get(2, 0.0) / total > 0.9
+    assert sum(t for n, t in spent.items() if n > 3) / total < 0.02
+
+
 def test_a_predict_long_held_at_1_that_starts_waiting_on_io_climbs_within_seconds():
     clock = FakeClock()
     limiter = Limiter(1, 10, adaptive=True, clock=clock)
