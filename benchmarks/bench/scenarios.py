@@ -126,7 +126,9 @@ def s1_echo(bench: Bench, runtime: Runtime) -> None:
 
 
 # S2 servers of each runtime: (kind, predictor, extra flags, bodies sent). "Default settings"
-# passes no concurrency flag at all; "pc1" pins one predict at a time.
+# passes no concurrency flag at all; "pc1" pins one predict at a time; "onnx1" gives each
+# session one intra-op thread, so that calls side by side (not threads within one) use
+# the cores.
 _S2_MODEL = PREDICTORS / "s2_model"
 S2Server = tuple[str, Path, list[str], tuple[str, ...]]
 S2_SERVERS: dict[str, list[S2Server]] = {
@@ -138,6 +140,7 @@ S2_SERVERS: dict[str, list[S2Server]] = {
     NEW: [
         ("plain", _S2_MODEL / "predictor.py", [], ("json", "msgpack")),
         ("pc1", _S2_MODEL / "predictor.py", ["--predict-concurrency", "1"], ("json",)),
+        ("onnx1", _S2_MODEL / "predictor.py", ["--onnx-threads", "1"], ("json",)),
         ("batch", _S2_MODEL / "predictor_batch.py", [], ("json", "msgpack")),
     ],
 }

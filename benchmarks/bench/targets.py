@@ -224,6 +224,13 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "s2",
+        "s2.onnx1_json.rps",
+        f"{_MLP}, JSON, `--onnx-threads 1`",
+        ceiling="model.b1",
+        runtimes=(NEW,),
+    ),
+    Target(
+        "s2",
         "s2.plain_msgpack.rps",
         f"{_MLP}, MessagePack req/s (% of batch 1)",
         times(NEW, "s2.plain_json.rps", "JSON"),
