@@ -22,9 +22,10 @@ concurrency-limits:
   slot brings. (A model library that releases the GIL, on cores that also serve HTTP,
   gains about 1.4x from a second call at once, not 2x; half would refuse that.) The
   first window at the new limit decides at once when the change is plain: none at
-  all (a step up is undone, a probe down kept) or three quarters of the ideal or more
-  (a step up kept, a probe down undone). In between, the limit goes back for one
-  window and the trial is compared with the better of the windows on its two sides:
+  all (a step up is undone) or three quarters of the ideal or more (a step up kept, a
+  probe down undone). Otherwise, and for a probe down that lost nothing (one slot of
+  ten is within a window's noise), the limit goes back for one window and the trial is
+  compared with the better of the windows on its two sides:
   a machine whose speed drifts (other processes come and go) must not pass for a gain,
   nor one window slowed by it.
 - While steps up pay the limit climbs on, each step twice the last (1, 2, 4, 8, ...
@@ -221,7 +222,10 @@ class Limiter:
             paid = ratio >= 1 + KEEP_SHARE * (ideal - 1)
         else:
             share = (ratio - 1) / (ideal - 1)  # of the ideal change, in its direction
-            if 0 < share < CLEAR_SHARE:
+            # A probe down that lost nothing in its first window is checked too: one slot
+            # of ten is within a window's noise, and a lower limit kept by chance costs an
+            # I/O-bound predict its throughput.
+            if share < CLEAR_SHARE and (share > 0 or ideal < 1):
                 self._tried, self._checking, self.limit = trial, True, before
                 return  # not plain: one window back at the old limit
             paid = (share > 0) == (ideal > 1)

@@ -121,6 +121,25 @@ def test_a_second_call_that_finishes_1_4x_as_many_is_kept():
     assert sum(t for n, t in spent.items() if n > 3) / total < 0.02
 
 
+def noisy_io(seed: int) -> Callable[[int], float]:
+    """Calls that wait on I/O: their time barely grows with how many run, +-30% noise."""
+    rng = random.Random(seed)
+    return lambda n: 0.0558 * (1 + 0.02 * n) * rng.uniform(0.7, 1.3)
+
+
+def test_an_io_bound_predict_in_noisy_windows_stays_near_the_maximum():
+    """Calls that wait on I/O (their time barely grows with how many run) in windows
+    whose rates vary by up to 30%: a probe down one slot of ten must not stay down by
+    chance, or the predict loses the throughput 0.5.0's ten threads had."""
+    averages = []
+    for seed in range(4):
+        clock = FakeClock()
+        limiter = Limiter(1, 10, adaptive=True, clock=clock)
+        spent = time_at_each_limit(limiter, clock, noisy_io(seed), until=60.0, since=5.0)
+        averages.append(sum(n * t for n, t in spent.items()) / sum(spent.values()))
+    assert sum(averages) / len(averages) >= 9.6
+
+
 def test_a_predict_long_held_at_1_that_starts_waiting_on_io_climbs_within_seconds():
     clock = FakeClock()
     limiter = Limiter(1, 10, adaptive=True, clock=clock)
