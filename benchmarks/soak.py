@@ -1,6 +1,7 @@
 """Soak: minutes of mixed traffic (good, bad, crashing, bursts past the queue) on loopback.
 
-Prints request counts by status and the server's RSS at start and end. Not run in CI:
+Prints request counts by status and the server's RSS at start, each minute and at end.
+Not run in CI:
 
     .venv/bin/python benchmarks/soak.py --minutes 10
 """
@@ -119,6 +120,10 @@ def main() -> int:
         started = time.monotonic()
         for thread in threads:
             thread.start()
+        samples = []  # RSS each minute: growth that levels off is warm-up, a slope a leak
+        while time.monotonic() < stop_at:
+            time.sleep(min(60.0, max(0.0, stop_at - time.monotonic())))
+            samples.append(tree_rss_mib(server.pid))
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
@@ -132,6 +137,7 @@ def main() -> int:
         for key, count in sorted(counts.items()):
             print(f"  {key}: {count} ({100 * count / total:.1f}%)")
         print(f"server RSS: {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end")
+        print("server RSS each minute (MiB): " + ", ".join(f"{rss:.1f}" for rss in samples))
         print(f"server alive after: {alive}")
         unexpected = {k for k in counts if k not in {"200", "422", "500", "400", "503"}}
         return 0 if alive and not unexpected else 1
