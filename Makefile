@@ -57,7 +57,7 @@ $(FONTS):
 # worker, for its module-scoped fixtures), then the timed tests alone (tests/conftest.py SERIAL).
 test: $(VENV)/.ok $(VENV)/.weights /usr/bin/chromium $(FONTS) /usr/bin/espeak-ng
 	$(PY) -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder -m "not serial"
-	$(PY) -m pytest -q -n 3 -m "serial and not alone"
+	$(PY) -m pytest -q -n 2 --maxschedchunk 1 -m "serial and not alone"
 	$(PY) -m pytest -q -m alone
 
 check: $(VENV)/.ok
