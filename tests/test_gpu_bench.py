@@ -61,7 +61,7 @@ def test_the_cpu_run_writes_every_row_and_the_server_survives_out_of_memory(
 ) -> None:
     report, out = tmp_path / "RESULTS.md", tmp_path / "out"
     cmd = [sys.executable, str(BENCH), "--device", "cpu", "--tiny", "--clients", "4"]
-    cmd += ["--client-processes", "1", "--warmup", "0.05", "--duration", "0.25"]
+    cmd += ["--client-processes", "1", "--warmup", "0.1", "--duration", "0.5"]
     cmd += ["--alone-seconds", "0.2", "--lone-requests", "10"]
     cmd += ["--output", str(report), "--out-dir", str(out)]
     done = subprocess.run(
