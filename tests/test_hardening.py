@@ -151,15 +151,15 @@ def test_many_stalled_clients_do_not_block_a_good_one(serve):
             sock.close()
 
 
-def test_client_that_leaves_mid_body_does_not_break_the_server(serve):
-    server = serve("echo_json")
+def test_client_that_leaves_mid_body_does_not_break_the_server(shared_server):
+    url = shared_server("echo_json")
     for _ in range(5):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        with connect(url) as sock:
             sock.sendall(
                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 1000\r\n\r\n{"
             )
-    assert requests.post(server.url, json={"still": "up"}, timeout=5).json() == {"still": "up"}
+    assert requests.post(url, json={"still": "up"}, timeout=5).json() == {"still": "up"}
 
 
 @pytest.fixture
