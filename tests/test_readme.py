@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, clean_env, free_port, stop, wait_ready
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -20,8 +21,10 @@ def python_block(heading: str) -> str:
     return match.group(1)
 
 
-def onnx_template(tmp_path: Path) -> Path:
-    app = tmp_path / "app"
+@pytest.fixture(scope="module")
+def onnx_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``openbayes-serving init --template onnx`` and its make_model.py, once for the file."""
+    app = tmp_path_factory.mktemp("readme") / "app"
     subprocess.run(
         [sys.executable, "-m", "openbayes_serving", "init", str(app), "--template", "onnx"],
         check=True,
@@ -32,8 +35,8 @@ def onnx_template(tmp_path: Path) -> Path:
     return app
 
 
-def test_readme_testing_example_runs_against_the_onnx_template(tmp_path):
-    app = onnx_template(tmp_path)
+def test_readme_testing_example_runs_against_the_onnx_template(onnx_template):
+    app = onnx_template
     (app / "test_readme_example.py").write_text(python_block("## Testing your predictor"))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_readme_example.py"],
@@ -47,8 +50,8 @@ def test_readme_testing_example_runs_against_the_onnx_template(tmp_path):
     assert "1 passed" in result.stdout
 
 
-def test_readme_client_example_runs_against_a_server(tmp_path):
-    app = onnx_template(tmp_path)
+def test_readme_client_example_runs_against_a_server(onnx_template):
+    app = onnx_template
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "predictor.py", "--host", "127.0.0.1", "--port", str(port)],
