@@ -17,9 +17,13 @@ every predict slot is busy:
 
 "Faster than served" is judged over short windows (an eighth of the bound, at least
 0.1 s): requests let in > 1.5 x requests served + 1, in the last window or in the
-current one so far. Clients that each wait for their
-answer before they send again (a closed loop) never outpace the model, so they wait as
-they would without the bound, and are not turned into a storm of refusals and retries.
+current one so far, or a refusal by time in the last window. (Without the last: the
+refusals keep a window's let-in at 1.5 x served, so no window looks outpaced at its
+end, and each window of steady overload let in half again what it served: the queue
+grew past the bound window by window, up to ``max_queue``.) Clients that each wait for
+their answer before they send again (a closed loop) never outpace the model, so they
+wait as they would without the bound, and are not turned into a storm of refusals and
+retries.
 
 The estimate is only as good as the recent past: a request that waited twice the bound
 anyway (predict slowed down, the limiter lowered its limit) is answered 503 when a model
@@ -67,6 +71,7 @@ class Gate:
         self.served = 0  # requests predict was called for, ever (model threads)
         self._window: tuple[float, int, int] = (0.0, 0, 0)  # (began, arrived, served)
         self._outpaced = False  # in the last window, arrivals outpaced the model
+        self._refused = False  # in this window, a request was refused by time
 
     def timed(self, seconds: float, requests: int, running: int) -> None:
         """A predict call serving ``requests`` took ``seconds`` while ``running`` ran.
@@ -114,6 +119,7 @@ class Gate:
         if pending and bound and self._samples >= _SAMPLES:
             wait = (pending + 1) * self.per_request
             if wait > bound and self._outpacing():
+                self._refused = True
                 raise OverloadedError(
                     f"server overloaded: a new request would wait about {wait:.1f}s for "
                     f"predict (max_queue_wait {bound:.1f}s)"
@@ -126,8 +132,9 @@ class Gate:
         now = time.monotonic()
         began, arrived, served = self._window
         if now - began >= max(0.1, self.bound / 8):
-            self._outpaced = self._faster(self.arrived - arrived, self.served - served)
-            self._window = (now, self.arrived, self.served)
+            let_in, served = self.arrived - arrived, self.served - served
+            self._outpaced = self._refused or self._faster(let_in, served)
+            self._window, self._refused = (now, self.arrived, self.served), False
 
     def _outpacing(self) -> bool:
         """Whether requests arrive faster than served: the last window, or this one so far."""

@@ -148,6 +148,39 @@ def test_a_burst_at_4x_capacity_is_answered_in_time_run_or_refused_at_once():
     assert max(waits) < 2 * 0.2 + 0.3, "nothing waits much past the bound"
 
 
+def test_steady_overload_keeps_the_queue_at_the_bound_window_after_window():
+    def predict(x: int) -> int:
+        time.sleep(0.02)
+        return x
+
+    # 20 ms per predict, one at a time, 0.2 s bound (0.1 s windows): a queue of about 10
+    scheduler = Scheduler([predict], concurrency=1, max_queue=1000, max_queue_wait=0.2)
+    scheduler.start()
+    answers = Answers()
+    deadline = time.monotonic() + 60
+    for i in range(16):  # time predict first, unloaded
+        scheduler.submit(i, answers.callback, deadline)
+        answers.wait(i + 1)
+    answers.items.clear()
+    refused = 0
+    sent: list[float] = []
+    for i in range(300):  # 200 requests/s against a 50 requests/s model, for 1.5 s
+        sent.append(time.monotonic())
+        try:
+            scheduler.submit(i, answers.tagged(i), deadline)
+        except OverloadedError:
+            refused += 1
+        time.sleep(0.005)
+    answers.wait(300 - refused, timeout=30)
+    scheduler.close(2)
+    tags = [cast("tuple[int, object]", result)[0] for _, result, _ in answers.items]
+    shed = [tag for (_, _, error), tag in zip(answers.items, tags) if error is not None]
+    waits = sorted(at - sent[tag] for (at, _, _), tag in zip(answers.items, tags))
+    # fifteen windows of overload: the excess is refused at once, the queue does not grow
+    assert shed == [], "no request waits until it is shed unrun"
+    assert waits[int(0.9 * len(waits))] < 1.5 * 0.2
+
+
 def test_a_job_queued_past_twice_the_bound_is_refused_unrun():
     release = threading.Event()
     ran: list[int] = []
