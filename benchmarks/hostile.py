@@ -103,7 +103,7 @@ def overload(args: argparse.Namespace) -> None:
 
 def _post_body(port: int, mib: int, out: list[tuple[int, float]]) -> None:
     """Send a head and a ``mib`` MiB body at once; time until the status line arrives."""
-    body = b'{"a": "' + b"x" * (mib * 1024 * 1024 - 8) + b'"}'
+    body = b'{"a": "' + b"x" * (mib * 1024 * 1024 - 9) + b'"}'  # mib MiB exactly
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         started = time.perf_counter()
         sock.sendall(
@@ -134,9 +134,9 @@ def _busy(port: int) -> None:
 def bodies(args: argparse.Namespace) -> None:
     proc, port = start("sleeper", "--predict-concurrency", "1", "--max-queue", "1")
     try:
-        for _ in range(2):  # one runs, one waits: the queue is full
+        for _ in range(2):  # one runs, then one waits: the queue is full
             threading.Thread(target=_busy, args=(port,), daemon=True).start()
-        time.sleep(1.0)
+            time.sleep(0.5)  # (sent together, the second could find the first's place taken)
         rss_before = tree_rss_mb(proc.pid)
         answers: list[tuple[int, float]] = []
         senders = [
