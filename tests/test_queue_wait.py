@@ -115,12 +115,17 @@ class Answers:
             assert self.cond.wait_for(lambda: len(self.items) >= count, timeout)
 
 
-def test_a_burst_at_4x_capacity_is_answered_in_time_run_or_refused_at_once():
+def overload_at_4x(count: int) -> tuple[int, list[tuple[float, BaseException | None]]]:
+    """``count`` requests at 200/s against a 20 ms predict (one at a time, 0.2 s bound:
+    a queue of about 10, 0.1 s windows), after 16 unloaded calls that time it.
+
+    Returns the requests refused at once and, for each answered one, (its wait, its error).
+    """
+
     def predict(x: int) -> int:
         time.sleep(0.02)
         return x
 
-    # 20 ms per predict, one at a time, 0.2 s bound: a queue of about 10
     scheduler = Scheduler([predict], concurrency=1, max_queue=1000, max_queue_wait=0.2)
     scheduler.start()
     answers = Answers()
@@ -131,52 +136,33 @@ def test_a_burst_at_4x_capacity_is_answered_in_time_run_or_refused_at_once():
     answers.items.clear()
     refused = 0
     sent: list[float] = []
-    for i in range(60):  # 200 requests/s against a 50 requests/s model, for 0.3 s
+    for i in range(count):  # 200 requests/s against a 50 requests/s model
         sent.append(time.monotonic())
         try:
             scheduler.submit(i, answers.tagged(i), deadline)
         except OverloadedError:
             refused += 1
         time.sleep(0.005)
-    answers.wait(60 - refused)
+    answers.wait(count - refused, timeout=30)
     scheduler.close(2)
     tags = [cast("tuple[int, object]", result)[0] for _, result, _ in answers.items]
-    waits = [at - sent[tag] for (at, _, _), tag in zip(answers.items, tags)]
-    ran = [tag for (_, _, error), tag in zip(answers.items, tags) if error is None]
+    return refused, [(at - sent[tag], error) for (at, _, error), tag in zip(answers.items, tags)]
+
+
+def test_a_burst_at_4x_capacity_is_answered_in_time_run_or_refused_at_once():
+    refused, answered = overload_at_4x(60)  # for 0.3 s
+    waits = [wait for wait, _ in answered]
+    ran = [wait for wait, error in answered if error is None]
     assert refused > 0, "the excess is refused at once"
     assert len(ran) > 10, "the model still gets work"
     assert max(waits) < 2 * 0.2 + 0.3, "nothing waits much past the bound"
 
 
 def test_steady_overload_keeps_the_queue_at_the_bound_window_after_window():
-    def predict(x: int) -> int:
-        time.sleep(0.02)
-        return x
-
-    # 20 ms per predict, one at a time, 0.2 s bound (0.1 s windows): a queue of about 10
-    scheduler = Scheduler([predict], concurrency=1, max_queue=1000, max_queue_wait=0.2)
-    scheduler.start()
-    answers = Answers()
-    deadline = time.monotonic() + 60
-    for i in range(16):  # time predict first, unloaded
-        scheduler.submit(i, answers.callback, deadline)
-        answers.wait(i + 1)
-    answers.items.clear()
-    refused = 0
-    sent: list[float] = []
-    for i in range(300):  # 200 requests/s against a 50 requests/s model, for 1.5 s
-        sent.append(time.monotonic())
-        try:
-            scheduler.submit(i, answers.tagged(i), deadline)
-        except OverloadedError:
-            refused += 1
-        time.sleep(0.005)
-    answers.wait(300 - refused, timeout=30)
-    scheduler.close(2)
-    tags = [cast("tuple[int, object]", result)[0] for _, result, _ in answers.items]
-    shed = [tag for (_, _, error), tag in zip(answers.items, tags) if error is not None]
-    waits = sorted(at - sent[tag] for (at, _, _), tag in zip(answers.items, tags))
-    # fifteen windows of overload: the excess is refused at once, the queue does not grow
+    _, answered = overload_at_4x(300)  # for 1.5 s: fifteen windows
+    shed = [error for _, error in answered if error is not None]
+    waits = sorted(wait for wait, _ in answered)
+    # the excess is refused at once, the queue does not grow
     assert shed == [], "no request waits until it is shed unrun"
     assert waits[int(0.9 * len(waits))] < 1.5 * 0.2
 
