@@ -89,3 +89,69 @@ def test_a_batch_result_of_the_wrong_length_fails_every_request_of_the_batch(ret
         assert result is None
         assert isinstance(error, BadResultError)
         assert "for a batch of 2 requests" in str(error)
+
+
+class Waits:
+    """A fake queue for ``gather``: the jobs queued now, and every timeout it was asked."""
+
+    def __init__(self, queued: list[Job]) -> None:
+        self.queued = queued
+        self.timeouts: list[float | None] = []
+
+    def pop(self, timeout: float | None) -> Job | bool:
+        self.timeouts.append(timeout)
+        return self.queued.pop(0) if self.queued else False
+
+
+def test_a_lone_request_starts_at_once_after_a_wait_that_got_no_one():
+    now = [100.0]
+    policy = Batcher(BatchSpec(8, 50))
+    first = Waits([])
+    assert len(policy.gather(job(0, now[0]), first.pop, lambda: now[0])[0]) == 1
+    assert first.timeouts[0] == pytest.approx(0.05)  # the first lone request waits its window
+    now[0] += 0.1
+    lone = Waits([])
+    jobs, _ = policy.gather(job(1, now[0]), lone.pop, lambda: now[0])
+    assert [j.payload for j in jobs] == [1]
+    assert lone.timeouts == [0.0]  # only looked at what was queued
+
+
+def test_a_request_with_others_queued_behind_it_waits_for_its_batch_again():
+    now = [100.0]
+    policy = Batcher(BatchSpec(8, 50))
+    policy.gather(job(0, now[0]), Waits([]).pop, lambda: now[0])  # waiting got no one
+    now[0] += 0.1
+    busy = Waits([job(2), job(3)])
+    jobs, _ = policy.gather(job(1, now[0]), busy.pop, lambda: now[0])
+    assert [j.payload for j in jobs] == [1, 2, 3]
+    assert busy.timeouts[-1] == pytest.approx(0.05)  # it waited the window for more
+    now[0] += 0.1
+    after = Waits([])
+    policy.gather(job(4, now[0]), after.pop, lambda: now[0])
+    assert after.timeouts[-1] == pytest.approx(0.05)  # waiting paid last time: it waits
+
+
+def test_a_lone_request_waits_anyway_once_a_probe_period_to_learn_if_waiting_pays():
+    now = [100.0]
+    policy = Batcher(BatchSpec(8, 5))  # probes every PROBE_S (100 windows is less)
+    policy.gather(job(0, now[0]), Waits([]).pop, lambda: now[0])
+    waited = []
+    for _ in range(30):  # 3 s of lone requests, 0.1 s apart
+        now[0] += 0.1
+        queue = Waits([])
+        policy.gather(job(1, now[0]), queue.pop, lambda: now[0])
+        waited.append(queue.timeouts[-1] > 0)
+    assert 2 <= sum(waited) <= 3  # about one a second (PROBE_S), the rest at once
+
+
+def test_a_wide_window_is_probed_at_most_once_every_hundred_windows():
+    now = [100.0]
+    policy = Batcher(BatchSpec(8, 1000))
+    policy.gather(job(0, now[0]), Waits([]).pop, lambda: now[0])
+    waited = 0
+    for _ in range(300):  # 300 s of lone requests, 1 s apart
+        now[0] += 1.0
+        queue = Waits([])
+        policy.gather(job(1, now[0]), queue.pop, lambda: now[0])
+        waited += queue.timeouts[-1] > 0
+    assert 2 <= waited <= 3  # waits that get no one cost 1% of the time at most

@@ -65,6 +65,19 @@ def test_lone_request_waits_at_most_max_delay(serve):
     assert elapsed < 0.1 + 0.02 + 0.5  # max_delay_ms + predict + HTTP slack on a busy machine
 
 
+def test_a_lone_client_stops_waiting_for_a_batch_once_waiting_got_no_one(serve):
+    server = serve("batch_wide_window")  # max_delay_ms 1000
+    took = []
+    with requests.Session() as session:
+        for _ in range(4):
+            started = time.monotonic()
+            rv = session.post(server.url, json={}, timeout=10)
+            took.append(time.monotonic() - started)
+            assert rv.json() == {"batch": 1}
+    assert took[0] >= 1.0  # the first waited its window and got no one else
+    assert max(took[1:]) < 0.5  # so the next ones, finding nothing queued, start at once
+
+
 def test_batched_predict_after_preprocess_gets_preprocess_results(shared_server):
     url = shared_server("batch_preprocessed")
     answers = post_many(url, [{"x": i} for i in range(8)])
