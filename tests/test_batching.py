@@ -96,10 +96,10 @@ class Waits:
 
     def __init__(self, queued: list[Job]) -> None:
         self.queued = queued
-        self.timeouts: list[float | None] = []
+        self.timeouts: list[float] = []
 
     def pop(self, timeout: float | None) -> Job | bool:
-        self.timeouts.append(timeout)
+        self.timeouts.append(-1.0 if timeout is None else timeout)
         return self.queued.pop(0) if self.queued else False
 
 
