@@ -22,8 +22,11 @@ ROWS = [
     "model alone, batch 1",
     "served, 1 instance, predict_concurrency 1",
     "served, lone request",
+    "served, lone request without the model",
     "served, 1 instance, predict_concurrency 2",
     "served, 2 instances on one device",
+    "served, 2 worker processes on one device",
+    "served, 4 worker processes on one device",
     "served, 1 instance, max_delay_ms 0",
     "served, lone request, max_delay_ms 0",
     "device memory after load",
@@ -78,9 +81,14 @@ def test_the_cpu_run_writes_every_row_and_the_server_survives_out_of_memory(
         assert "images/s at 4 clients" in value, value
         assert number(value) > 0
         assert "not 200" not in value, value
-    for label in ("served, lone request", "served, lone request, max_delay_ms 0"):
+    for label in (
+        "served, lone request",
+        "served, lone request without the model",
+        "served, lone request, max_delay_ms 0",
+    ):
         assert rows[label][0].startswith("p50 "), rows[label]
         assert "over 10 requests" in rows[label][0]
+    assert "on a second thread, as served: p50 " in rows["model alone, batch 1"][0]
     assert "MiB allocated" in rows["device memory after load"][0]
     assert "MiB allocated" in rows["device memory under load"][0]
 

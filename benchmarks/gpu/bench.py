@@ -70,8 +70,11 @@ ROWS = (
     "model alone, batch 1",
     "served, 1 instance, predict_concurrency 1",
     "served, lone request",
+    "served, lone request without the model",
     "served, 1 instance, predict_concurrency 2",
     "served, 2 instances on one device",
+    "served, 2 worker processes on one device",
+    "served, 4 worker processes on one device",
     "served, 1 instance, max_delay_ms 0",
     "served, lone request, max_delay_ms 0",
     "device memory after load",
@@ -130,13 +133,21 @@ def measure_alone(device: str, config_path: Path, bodies_path: Path, seconds: fl
         assert len(answers) == size
 
     batch32 = _timed(lambda i: run(i * MAX_BATCH, MAX_BATCH), seconds / 2)
-    batch1 = _timed(lambda i: run(i, 1), seconds / 2, least=20)
+    batch1 = _timed(lambda i: run(i, 1), seconds / 3, least=20)
+    # The served predict runs on a model thread, not the main one: the same calls there.
+    on_thread: list[list[float]] = []
+    thread = threading.Thread(
+        target=lambda: on_thread.append(_timed(lambda i: run(i, 1), seconds / 6, least=20))
+    )
+    thread.start()
+    thread.join()
     dev = torch.device(device)
     return {
         "b32_images_per_s": MAX_BATCH * len(batch32) / sum(batch32),
         "b32_batch_ms": 1e3 * statistics.median(batch32),
         "b1_p50_ms": 1e3 * statistics.median(batch1),
         "b1_images_per_s": len(batch1) / sum(batch1),
+        "b1_thread_p50_ms": 1e3 * statistics.median(on_thread[0]),
         "load_s": load_s,
         "memory": predictor.memory(),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "no GPU",
@@ -296,7 +307,7 @@ def start_server(
     port = free_port()
     cmd = [python, str(HERE / "predictor.py"), "--host", HOST, "--port", str(port)]
     cmd += ["--devices", ",".join(plan.devices), "--predict-concurrency", str(plan.concurrency)]
-    cmd += ["--config", str(config), "--max-queue", "512"]
+    cmd += ["--config", str(config), "--max-queue", "512", "--workers", str(plan.workers)]
     extra = {"OPENBAYES_SERVING_PRODUCTION": "1", "GPU_BENCH_MAX_DELAY_MS": str(plan.max_delay_ms)}
     with log.open("ab") as out:
         out.write(f"\n==== {plan.label}: {' '.join(cmd)}\n".encode())
@@ -347,11 +358,13 @@ class Plan:
     devices: list[str]
     concurrency: int = 1
     max_delay_ms: float = 5.0
+    workers: int = 1  # server processes, each with its own copy of the model
     lone: bool = False  # measure a lone request's latency too
     load: LoadResult | None = None
     mean_batch: float = float("nan")
     cpu: ServerCpu | None = None
     lone_ms: list[float] = field(default_factory=list)
+    lone_bare_ms: list[float] = field(default_factory=list)  # the same bodies, no model
     memory_after_load: dict = field(default_factory=dict)
     memory_midway: dict = field(default_factory=dict)
     memory_peak: dict = field(default_factory=dict)
@@ -374,10 +387,12 @@ class OutOfMemory:
     logged: str = ""  # the exception the server logged for it
 
 
-ONE, TWO_PC, PAIR, NO_WAIT = (
+ONE, TWO_PC, PAIR, WORKERS2, WORKERS4, NO_WAIT = (
     "1 instance, predict_concurrency 1",
     "1 instance, predict_concurrency 2",
     "2 instances on one device",
+    "2 worker processes on one device",
+    "4 worker processes on one device",
     "1 instance, max_delay_ms 0",
 )
 
@@ -391,7 +406,7 @@ class Bench:
         cuda = args.device.startswith("cuda")
         self.config: dict[str, Any] = {
             "model": "tiny" if args.tiny else "resnet50",
-            "image_size": 32 if args.tiny else 224,
+            "image_size": args.image_size or (32 if args.tiny else 224),
             "dtype": "float16" if cuda else "float32",
             "cpu_memory_limit_mib": 1024,
         }
@@ -415,6 +430,8 @@ class Bench:
             ONE: Plan(ONE, device, lone=True),
             TWO_PC: Plan(TWO_PC, device, concurrency=2),
             PAIR: Plan(PAIR, device * 2),
+            WORKERS2: Plan(WORKERS2, device, workers=2),
+            WORKERS4: Plan(WORKERS4, device, workers=4),
             NO_WAIT: Plan(NO_WAIT, device, max_delay_ms=0.0, lone=True),
         }
         self.oom = OutOfMemory()
@@ -513,23 +530,36 @@ class Bench:
                     f"  lone request: p50 {statistics.median(plan.lone_ms or [math.nan]):.2f} ms"
                 )
             if plan.label == ONE:
+                plan.lone_bare_ms = self.lone_latency(server, model=False)
+                self.say(
+                    "  lone request without the model: p50 "
+                    f"{statistics.median(plan.lone_bare_ms or [math.nan]):.2f} ms"
+                )
+            if plan.label == ONE:
                 self.out_of_memory(server)
         finally:
             # Stopped while the next one starts; joined before that one is measured.
             self.stopping = threading.Thread(target=server.stop)
             self.stopping.start()
 
-    def lone_latency(self, server: Server) -> list[float]:
-        """Milliseconds per request for one client, one request at a time, one connection."""
+    def lone_latency(self, server: Server, model: bool = True) -> list[float]:
+        """Milliseconds per request for one client, one request at a time, one connection.
+
+        ``model=False`` sends the same images marked ``"model": false``: the predictor
+        decodes them and answers their size without the model (HTTP and the runtime only).
+        """
         time.sleep(0.5)  # the load run's last answers are gone
+        bodies = self.bodies
+        if not model:
+            bodies = [msgpack.packb(msgpack.unpackb(b) | {"model": False}) for b in bodies]
         latencies = []
         conn = http.client.HTTPConnection(HOST, server.port, timeout=60)
         try:
             for i in range(3):
-                post(conn, self.bodies[i])
+                post(conn, bodies[i])
             for i in range(self.args.lone_requests):
                 began = time.perf_counter()
-                status, _ = post(conn, self.bodies[i % len(self.bodies)])
+                status, _ = post(conn, bodies[i % len(bodies)])
                 if status == 200:
                     latencies.append(1e3 * (time.perf_counter() - began))
         finally:
@@ -655,12 +685,28 @@ class Report:
         goal = f"<= +{GOAL_LONE_EXTRA_MS:g} ms" if label == ONE else ""
         return (name, value, "model alone, batch 1", diff, goal, _verdict(ok) if goal else "")
 
+    def percent_of_b32(self, label: str) -> str:
+        """A configuration's images/s as a share of the model alone at batch 32."""
+        share = _ratio(self.rate(label), self.b32)
+        return f"{_num(100 * share if share else None)}%"
+
+    def lone_bare(self) -> Row:
+        """A lone request's p50 when the predictor answers without the model."""
+        plan = self.bench.plans[ONE]
+        p50 = statistics.median(plan.lone_bare_ms) if plan.lone_bare_ms else None
+        value = (
+            f"p50 {_num(p50, 2)} ms over {len(plan.lone_bare_ms)} requests, one at a time: "
+            "the same bodies decoded, no model call"
+            if p50 is not None
+            else _why(plan.error)
+        )
+        return ("served, lone request without the model", value, "HTTP and the runtime", "", "", "")
+
     def throughput_rows(self) -> list[Row]:
         """Model alone, then each served configuration against its reference."""
         alone, b32, b1 = self.alone, self.b32, self.b1
         why = _why(self.bench.alone_error)
         one, two, pair = self.rate(ONE), self.rate(TWO_PC), self.rate(PAIR)
-        no_wait = self.rate(NO_WAIT)
         share, pair_ratio = _ratio(one, b32), _ratio(pair, one)
         return [
             (
@@ -675,7 +721,8 @@ class Report:
             ),
             (
                 "model alone, batch 1",
-                f"p50 {_num(b1, 2)} ms ({_num(alone.get('b1_images_per_s'))} images/s)"
+                f"p50 {_num(b1, 2)} ms ({_num(alone.get('b1_images_per_s'))} images/s); "
+                f"on a second thread, as served: p50 {_num(alone.get('b1_thread_p50_ms'), 2)} ms"
                 if b1
                 else why,
                 "",
@@ -692,6 +739,7 @@ class Report:
                 _verdict(share >= GOAL_SHARE_OF_ALONE if share else None),
             ),
             self.lone(ONE),
+            self.lone_bare(),
             (
                 f"served, {TWO_PC}",
                 self.served(TWO_PC),
@@ -708,11 +756,22 @@ class Report:
                 f">= {GOAL_TWO_INSTANCES:.2f}x",
                 _verdict(pair_ratio >= GOAL_TWO_INSTANCES if pair_ratio else None),
             ),
+            *(
+                (
+                    f"served, {label}",
+                    self.served(label),
+                    "model alone, batch 32",
+                    self.percent_of_b32(label),
+                    "",
+                    "",
+                )
+                for label in (WORKERS2, WORKERS4)
+            ),
             (
                 f"served, {NO_WAIT}",
                 self.served(NO_WAIT),
                 "model alone, batch 32",
-                f"{_num(100 * _ratio(no_wait, b32) if no_wait and b32 else None)}%",
+                self.percent_of_b32(NO_WAIT),
                 "",
                 "",
             ),
@@ -912,6 +971,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default="cuda:0", help="cuda:0 (default) or cpu")
     parser.add_argument("--tiny", action="store_true", help="a 3-layer CNN on 32x32 images")
+    parser.add_argument(
+        "--image-size", type=int, default=0, help="image side (default 224; 32 with --tiny)"
+    )
     parser.add_argument("--clients", type=int, default=64, help="concurrent connections")
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")

@@ -14,6 +14,8 @@ Two more request shapes serve the benchmark:
   input size, say). A size too large for the device runs out of memory: on CUDA for real;
   on other devices a batch whose resized input would exceed ``cpu_memory_limit_mib``
   raises ``torch.cuda.OutOfMemoryError`` so that the same path runs without a GPU.
+- ``"model": false`` decodes the image as usual and answers its size without the model:
+  what HTTP and the runtime cost a request of this size.
 - ``{"stats": true}`` answers the device's memory counters (torch's on CUDA, the
   process's resident memory elsewhere); ``{"stats": "reset"}`` resets the peaks first.
 """
@@ -45,6 +47,7 @@ class Image:
 
     pixels: np.ndarray
     size: int
+    model: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class Predictor:
         if channels != 3 or height * width * 3 != len(data):
             raise serv.ServingError(f"shape {shape} does not match {len(data)} bytes of RGB")
         pixels = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
-        return Image(pixels, int(json.get("size", 0)))
+        return Image(pixels, int(json.get("size", 0)), json.get("model", True) is not False)
 
     @serv.batch(max_batch_size=MAX_BATCH, max_delay_ms=MAX_DELAY_MS)
     def predict(self, items: list) -> list:
@@ -118,6 +121,8 @@ class Predictor:
         for index, item in enumerate(items):
             if isinstance(item, StatsQuery):
                 answers[index] = self.memory(item.reset)
+            elif not item.model:
+                answers[index] = {"bytes": item.pixels.nbytes}
             else:
                 groups.setdefault((item.pixels.shape, item.size), []).append(index)
         for (_, size), indices in groups.items():
