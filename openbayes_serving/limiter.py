@@ -5,7 +5,7 @@
 climbing on measured throughput, in the spirit of TCP Vegas and Netflix's
 concurrency-limits:
 
-- A window is at least ``2 * limit`` (and 6) finished calls and 50 ms; only a window in
+- A window is at least ``2 * limit`` (and 6) finished calls and 80 ms; only a window in
   which the limit was reached and the calls ran for at least ``BUSY_SHARE`` of the time
   their permits were held (there was demand: the threads did not wait for jobs through
   a pause in traffic) counts. Its throughput comes from
@@ -25,7 +25,8 @@ concurrency-limits:
   all (a step up is undone) or three quarters of the ideal or more (a step up kept, a
   probe down undone). Otherwise, and for a probe down that lost nothing (one slot of
   ten is within a window's noise), the limit goes back for one window and the trial is
-  compared with the better of the windows on its two sides:
+  compared with the better of the windows on its two sides (after a step up, that
+  window starts once the calls beyond the old limit are done):
   a machine whose speed drifts (other processes come and go) must not pass for a gain,
   nor one window slowed by it.
 - While steps up pay the limit climbs on, each step twice the last (1, 2, 4, 8, ...
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 Window = tuple[float, float]  # a window's calls per second, and calls in progress at once
 
 MIN_WINDOW_CALLS = 6
-MIN_WINDOW_SECONDS = 0.05
+MIN_WINDOW_SECONDS = 0.08
 KEEP_SHARE = 0.3  # a step is kept when it bought this share of its ideal change
 CLEAR_SHARE = 0.75  # a first window with this share of it decides at once
 HOLD_WINDOWS = 2  # the shortest hold between probes, and the first after a failed step
@@ -96,6 +97,9 @@ class Limiter:
         self._area = 0.0  # permit-seconds over the window
         self._peak = 0
         self._window_start = self._last = clock()
+        # Back from a step up for a check: its window starts once the calls beyond the
+        # limit are done (a window that held them would judge the old limit too slow).
+        self._draining = False
         # The step being judged: the limit it left (0: none) and the one it tried, whether
         # the limit is back for a check, the window just before it and its own.
         self._from, self._to, self._checking = 0, 0, False
@@ -162,6 +166,14 @@ class Limiter:
 
     def _observe(self, seconds: float, held: float, now: float) -> None:
         # Under the lock: one call into the window; at the window's end, one step.
+        if self._draining:
+            # Calls beyond the limit still ran: they share the cores and the GIL with
+            # the rest, and a window that held them would find the old limit slower
+            # than it is, and keep every step up that noise made look good.
+            self._calls, self._total, self._held, self._area = 0, 0.0, 0.0, 0.0
+            self._peak, self._window_start = self._running, now
+            self._draining = self._running > self.limit
+            return
         self._calls += 1
         self._total += seconds
         self._held += held
@@ -227,6 +239,7 @@ class Limiter:
             # I/O-bound predict its throughput.
             if share < CLEAR_SHARE and (share > 0 or ideal < 1):
                 self._tried, self._checking, self.limit = trial, True, before
+                self._draining = after > before
                 return  # not plain: one window back at the old limit
             paid = (share > 0) == (ideal > 1)
         self._from = 0
