@@ -75,6 +75,7 @@ ROWS = (
     "served, 2 instances on one device",
     "served, 2 worker processes on one device",
     "served, 4 worker processes on one device",
+    "served, 8 worker processes on one device",
     "served, 1 instance, max_delay_ms 0",
     "served, lone request, max_delay_ms 0",
     "device memory after load",
@@ -387,14 +388,26 @@ class OutOfMemory:
     logged: str = ""  # the exception the server logged for it
 
 
-ONE, TWO_PC, PAIR, WORKERS2, WORKERS4, NO_WAIT = (
+ONE, TWO_PC, PAIR, WORKERS2, WORKERS4, WORKERS8, NO_WAIT = (
     "1 instance, predict_concurrency 1",
     "1 instance, predict_concurrency 2",
     "2 instances on one device",
     "2 worker processes on one device",
     "4 worker processes on one device",
+    "8 worker processes on one device",
     "1 instance, max_delay_ms 0",
 )
+SKIPPED = "not run: not in --plans"  # left out on purpose: no failure
+# --plans names: each served configuration's short name
+PLAN_NAMES = {
+    "one": ONE,
+    "pc2": TWO_PC,
+    "pair": PAIR,
+    "w2": WORKERS2,
+    "w4": WORKERS4,
+    "w8": WORKERS8,
+    "nowait": NO_WAIT,
+}
 
 
 class Bench:
@@ -432,6 +445,7 @@ class Bench:
             PAIR: Plan(PAIR, device * 2),
             WORKERS2: Plan(WORKERS2, device, workers=2),
             WORKERS4: Plan(WORKERS4, device, workers=4),
+            WORKERS8: Plan(WORKERS8, device, workers=8),
             NO_WAIT: Plan(NO_WAIT, device, max_delay_ms=0.0, lone=True),
         }
         self.oom = OutOfMemory()
@@ -457,7 +471,11 @@ class Bench:
 
     def serve_plans(self) -> None:
         """Each served configuration in turn, while the budget allows."""
+        chosen = {PLAN_NAMES[name.strip()] for name in self.args.plans.split(",") if name.strip()}
         for plan in self.plans.values():
+            if plan.label not in chosen:
+                plan.error = SKIPPED
+                continue
             needed = self.args.warmup + self.args.duration + 45
             if self.left() < needed:
                 plan.error = f"not run: {self.left():.0f} s of the budget left, {needed:.0f} needed"
@@ -765,7 +783,7 @@ class Report:
                     "",
                     "",
                 )
-                for label in (WORKERS2, WORKERS4)
+                for label in (WORKERS2, WORKERS4, WORKERS8)
             ),
             (
                 f"served, {NO_WAIT}",
@@ -952,7 +970,11 @@ def write_report(bench: Bench, tests: str, path: Path) -> str:
         ),
         "",
     ]
-    failures = [f"{plan.label}: {plan.error}" for plan in bench.plans.values() if plan.error]
+    failures = [
+        f"{plan.label}: {plan.error}"
+        for plan in bench.plans.values()
+        if plan.error and plan.error != SKIPPED
+    ]
     if bench.alone_error:
         failures.insert(0, f"model alone: {bench.alone_error}")
     if failures:
@@ -980,6 +1002,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=12.0, help="seconds measured")
     parser.add_argument("--alone-seconds", type=float, default=8.0)
     parser.add_argument("--lone-requests", type=int, default=200)
+    parser.add_argument(
+        "--plans",
+        default=",".join(PLAN_NAMES),
+        help=f"the served configurations to run, by name: {','.join(PLAN_NAMES)}",
+    )
     parser.add_argument("--oom-size", type=int, default=200_000, help="input side that OOMs")
     parser.add_argument("--budget", type=float, default=330.0, help="seconds for the whole run")
     parser.add_argument("--tests", default="", help="the device test subset's summary line")
@@ -989,7 +1016,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.plans.split(",") if n.strip() and n.strip() not in PLAN_NAMES]
+    if unknown:
+        parser.error(f"--plans: unknown {', '.join(unknown)}; known: {', '.join(PLAN_NAMES)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1010,7 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.out_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy(output, args.out_dir / "RESULTS.md")
                 shutil.copy(bench.log, args.out_dir / "servers.log")
-    failed = bench.alone_error or any(plan.error for plan in bench.plans.values())
+    failed = bench.alone_error or any(
+        plan.error and plan.error != SKIPPED for plan in bench.plans.values()
+    )
     return 1 if failed or not bench.oom.status else 0
 
 
