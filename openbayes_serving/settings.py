@@ -172,7 +172,7 @@ class Settings:
         "auto adapts it between 1 and max_predict_concurrency from measured call times.",
     )
     max_predict_concurrency: int = _setting(
-        10, _positive_int, "The most predicts at once on each instance under auto."
+        32, _positive_int, "The most predicts at once on each instance under auto."
     )
     max_queue: int = _setting(
         128, _non_negative_int, "Requests that may wait for a predict slot before 503."

@@ -115,12 +115,12 @@ def test_predict_concurrency_is_auto_by_default_and_a_number_pins_it():
     assert (auto.predict_concurrency, auto.concurrency_pin, auto.max_calls_per_instance) == (
         "auto",
         None,
-        10,
+        32,
     )
     pinned = resolve_settings({}, ["--predict-concurrency", "2"], {})
     assert (pinned.concurrency_pin, pinned.max_calls_per_instance) == (2, 2)
-    wider = resolve_settings({"max_predict_concurrency": 16}, [], {})
-    assert wider.max_calls_per_instance == 16
+    wider = resolve_settings({"max_predict_concurrency": 64}, [], {})
+    assert wider.max_calls_per_instance == 64
     assert (
         resolve_settings({}, [], {"OPENBAYES_SERVING_PREDICT_CONCURRENCY": "AUTO"}).concurrency_pin
         is None
