@@ -73,6 +73,9 @@ SETTLED_LOG_SECONDS = 60.0
 class Limiter:
     """Permits for predict calls on one instance; ``adaptive`` moves the limit."""
 
+    _calls: int
+    _peak: int
+
     def __init__(
         self,
         initial: int,
@@ -91,15 +94,9 @@ class Limiter:
         self._taken = threading.local()  # .at: when this thread took its permit
         # The current window: calls finished, their total time, the total time their
         # permits were held, the peak running.
-        self._calls = 0
-        self._total = 0.0
-        self._held = 0.0
-        self._area = 0.0  # permit-seconds over the window
-        self._peak = 0
-        self._window_start = self._last = clock()
-        # Back from a step up for a check: its window starts once the calls beyond the
-        # limit are done (a window that held them would judge the old limit too slow).
-        self._draining = False
+        self._last = clock()
+        self._new_window(self._last)
+        self._draining = False  # back from a step up: the window waits for the surplus
         # The step being judged: the limit it left (0: none) and the one it tried, whether
         # the limit is back for a check, the window just before it and its own.
         self._from, self._to, self._checking = 0, 0, False
@@ -166,14 +163,9 @@ class Limiter:
 
     def _observe(self, seconds: float, held: float, now: float) -> None:
         # Under the lock: one call into the window; at the window's end, one step.
-        if self._draining:
-            # Calls beyond the limit still ran: they share the cores and the GIL with
-            # the rest, and a window that held them would find the old limit slower
-            # than it is, and keep every step up that noise made look good.
-            self._calls, self._total, self._held, self._area = 0, 0.0, 0.0, 0.0
-            self._peak, self._window_start = self._running, now
+        if self._draining:  # calls beyond the limit, sharing cores and GIL, would slow it
             self._draining = self._running > self.limit
-            return
+            return self._new_window(now)
         self._calls += 1
         self._total += seconds
         self._held += held
@@ -188,10 +180,13 @@ class Limiter:
         # Demand: the limit was reached, and the calls kept the permits busy (else the
         # threads held them waiting for jobs: a pause in traffic, not a slower model).
         demand = self._peak >= self.limit and self._total >= BUSY_SHARE * self._held
-        self._calls, self._total, self._held, self._area = 0, 0.0, 0.0, 0.0
-        self._peak, self._window_start = self._running, now
+        self._new_window(now)
         if demand:
             self._step(throughput, latency, now)
+
+    def _new_window(self, now: float) -> None:
+        self._calls, self._total, self._held, self._area = 0, 0.0, 0.0, 0.0
+        self._peak, self._window_start = self._running, now
 
     def _step(self, throughput: float, latency: float, now: float) -> None:
         old = self.limit
@@ -208,14 +203,7 @@ class Limiter:
             self._probe(window)
         self._low = low and not self._from
         if self.limit != old:
-            logger.debug(
-                "%s: predict concurrency %d -> %d (%.0f calls/s, %.1f ms a call)",
-                self.name,
-                old,
-                self.limit,
-                throughput,
-                latency * 1000,
-            )
+            _log_change(self.name, old, self.limit, throughput, latency)
             self._cond.notify_all()
             if self.on_change is not None:
                 self.on_change(self.limit)
@@ -281,6 +269,17 @@ class Limiter:
         elif self.limit > 1:
             self._try(self.limit - 1, window)
         self._probe_up = not up
+
+
+def _log_change(name: str, old: int, new: int, throughput: float, latency: float) -> None:
+    logger.debug(
+        "%s: predict concurrency %d -> %d (%.0f calls/s, %.1f ms a call)",
+        name,
+        old,
+        new,
+        throughput,
+        latency * 1000,
+    )
 
 
 def _ratio(new: Window, old: Window, up: bool) -> float:
