@@ -706,7 +706,7 @@ class Report:
     def percent_of_b32(self, label: str) -> str:
         """A configuration's images/s as a share of the model alone at batch 32."""
         share = _ratio(self.rate(label), self.b32)
-        return f"{_num(100 * share if share else None)}%"
+        return f"{_num(100 * share)}%" if share else ""
 
     def lone_bare(self) -> Row:
         """A lone request's p50 when the predictor answers without the model."""
