@@ -174,8 +174,8 @@ async def send_stream(
             if finished or channel.is_closed:
                 break
             if beat is not None and beat.due:
-                beat.due = False
                 await wire.ping()
+                beat.chunk_sent()  # the next ping is due a whole interval after this one
             await event.wait()
             event.clear()
         return await wire.end(channel.error, details)
@@ -261,7 +261,10 @@ class _Heartbeat:
         self._timer = self._loop.call_at(self._last + interval, self._fire)
 
     def chunk_sent(self) -> None:
-        """A chunk went out: the next ping is due ``interval`` from now."""
+        """A chunk or a ping went out: the next ping is due ``interval`` from now.
+
+        Counting pings too keeps them ``interval`` apart when the loop ran one late.
+        """
         self._last = self._loop.time()
         self.due = False
 
