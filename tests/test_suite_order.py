@@ -20,20 +20,22 @@ def functions_in(path: Path) -> set[str]:
     }
 
 
+def assert_names_a_test(entry: str) -> None:
+    """``entry`` is a test file, or ``file::test`` with that test in it."""
+    file, _, name = entry.partition("::")
+    assert (TESTS / file).is_file(), entry
+    if name:
+        assert name in functions_in(TESTS / file), entry
+
+
 def test_every_serial_entry_names_a_test_file_or_a_test_in_it() -> None:
     for entry in SERIAL:
-        file, _, name = entry.partition("::")
-        assert (TESTS / file).is_file(), entry
-        if name:
-            assert name in functions_in(TESTS / file), entry
+        assert_names_a_test(entry)
 
 
 def test_every_alone_entry_is_a_serial_test_that_exists() -> None:
     for entry in ALONE:
-        file, _, name = entry.partition("::")
-        assert (TESTS / file).is_file(), entry
-        if name:
-            assert name in functions_in(TESTS / file), entry
+        assert_names_a_test(entry)
         assert is_serial(f"tests/{entry}"), entry
 
 
