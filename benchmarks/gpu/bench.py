@@ -641,6 +641,14 @@ def _why(error: str | None) -> str:
     return error if error.startswith("not run") else "failed: see Failures below"
 
 
+def _lone_cell(latencies: list[float], error: str | None) -> tuple[float | None, str]:
+    """A lone-request row's p50 (ms) and its value cell, or why it has none."""
+    if not latencies:
+        return None, _why(error)
+    p50 = statistics.median(latencies)
+    return p50, f"p50 {_num(p50, 2)} ms over {len(latencies)} requests, one at a time"
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -690,14 +698,9 @@ class Report:
     def lone(self, label: str) -> Row:
         """A lone request's p50 against the model alone at batch 1."""
         plan = self.bench.plans[label]
-        p50 = statistics.median(plan.lone_ms) if plan.lone_ms else None
+        p50, value = _lone_cell(plan.lone_ms, plan.error)
         extra = p50 - self.b1 if p50 is not None and self.b1 is not None else None
         name = "served, lone request" + ("" if label == ONE else ", max_delay_ms 0")
-        value = (
-            f"p50 {_num(p50, 2)} ms over {len(plan.lone_ms)} requests, one at a time"
-            if p50 is not None
-            else _why(plan.error)
-        )
         ok = extra <= GOAL_LONE_EXTRA_MS if extra is not None else None
         diff = f"{'+' if extra is not None and extra >= 0 else ''}{_num(extra, 2)} ms"
         goal = f"<= +{GOAL_LONE_EXTRA_MS:g} ms" if label == ONE else ""
@@ -711,13 +714,9 @@ class Report:
     def lone_bare(self) -> Row:
         """A lone request's p50 when the predictor answers without the model."""
         plan = self.bench.plans[ONE]
-        p50 = statistics.median(plan.lone_bare_ms) if plan.lone_bare_ms else None
-        value = (
-            f"p50 {_num(p50, 2)} ms over {len(plan.lone_bare_ms)} requests, one at a time: "
-            "the same bodies decoded, no model call"
-            if p50 is not None
-            else _why(plan.error)
-        )
+        p50, value = _lone_cell(plan.lone_bare_ms, plan.error)
+        if p50 is not None:
+            value += ": the same bodies decoded, no model call"
         return ("served, lone request without the model", value, "HTTP and the runtime", "", "", "")
 
     def throughput_rows(self) -> list[Row]:
