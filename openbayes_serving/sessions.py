@@ -108,12 +108,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def intra_op_threads(settings: Settings, cores: int) -> int:
+    """Intra-op threads for one session: ``onnx_threads`` when set, else a share of ``cores``.
+
+    The cores are split among the calls that may run at once: the server's workers, the
+    model instances in each, and the predict calls of an instance. A pinned
+    ``predict_concurrency`` N counts as N calls, so that one at a time (the GPU lock) gets
+    every core. ``auto`` counts as 2: a lone call still runs on half the cores, and the
+    limiter, which runs calls side by side when that pays, fills the rest with a second
+    call instead of two calls each asking for every core. Measured in ``benchmarks/``
+    (S2): one-row calls side by side on one thread each served 1.25x the requests of
+    calls on every core, which spend their extra CPU handing work between threads.
+    """
+    if settings.onnx_threads:
+        return settings.onnx_threads
+    calls = settings.concurrency_pin or 2
+    return max(1, cores // (settings.workers * len(settings.devices) * calls))
+
+
 def open_session(settings: Settings, predictor_dir: Path, device: str) -> Any:
     """An InferenceSession of the model found for ``predictor_dir``, tuned by settings."""
     ort = import_onnxruntime()
     path, searched = locate_onnx_model(settings, predictor_dir)
     options = ort.SessionOptions()
-    threads = settings.onnx_threads or available_cores()
+    threads = intra_op_threads(settings, available_cores())
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     spinning = "1" if settings.onnx_spinning else "0"

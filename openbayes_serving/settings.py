@@ -251,7 +251,7 @@ class Settings:
         "set but empty is an error.",
     )
     onnx_threads: int = _setting(
-        0, _non_negative_int, "Intra-op threads of each onnxruntime session; 0: one per core."
+        0, _non_negative_int, "Intra-op threads per onnxruntime session; 0: cores / calls at once."
     )
     onnx_spinning: bool = _setting(
         False, _bool, "Let onnxruntime threads spin-wait (faster alone, slower under load)."

@@ -81,14 +81,21 @@ def image_server(tmp_path):
         httpd.shutdown()
 
 
-def test_onnx_classifier_reads_labels_by_relative_path_and_fetches_an_image_url(
-    serve, tmp_path, image_server
-):
+def classifier_app(tmp_path: Path, labels: list[str], *models: tuple[str, float]) -> Path:
+    """tmp_path/app with CLASSIFIER as predictor.py, its labels, and models (name, scale)."""
     app = tmp_path / "app"
     app.mkdir()
     (app / "predictor.py").write_text(CLASSIFIER)
-    (app / "labels.json").write_text(json.dumps(["red", "green", "blue"]))
-    write_classifier(app / "model.onnx")
+    (app / "labels.json").write_text(json.dumps(labels))
+    for name, scale in models:
+        write_classifier(app / name, scale=scale)
+    return app
+
+
+def test_onnx_classifier_reads_labels_by_relative_path_and_fetches_an_image_url(
+    serve, tmp_path, image_server
+):
+    app = classifier_app(tmp_path, ["red", "green", "blue"], ("model.onnx", 1.0))
     server = serve(app / "predictor.py", cwd=app)
     rv = requests.post(server.url, json={"url": f"{image_server}/blue.png"}, timeout=10)
     assert rv.status_code == 200
@@ -122,12 +129,7 @@ def test_onnx_model_is_found_beside_predictor_py_from_another_working_directory(
 def test_several_onnx_files_load_the_first_by_name_and_log_the_choice(
     serve, tmp_path, image_server
 ):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "predictor.py").write_text(CLASSIFIER)
-    (app / "labels.json").write_text(json.dumps(["r", "g", "b"]))
-    write_classifier(app / "b.onnx", scale=2.0)
-    write_classifier(app / "a.onnx", scale=3.0)
+    app = classifier_app(tmp_path, ["r", "g", "b"], ("b.onnx", 2.0), ("a.onnx", 3.0))
     server = serve(app / "predictor.py", cwd=app)
     logits = requests.post(server.url, json={"url": f"{image_server}/blue.png"}, timeout=10).json()[
         "logits"
@@ -135,18 +137,22 @@ def test_several_onnx_files_load_the_first_by_name_and_log_the_choice(
     assert logits == pytest.approx([0.0, 0.0, 3.0])
     assert "found 2 .onnx files" in server.log()
     assert "loading a.onnx" in server.log()
-    cores = len(os.sched_getaffinity(0))
+    half = max(1, len(os.sched_getaffinity(0)) // 2)  # auto: a call gets half the cores
     assert (
-        f"providers: CPUExecutionProvider; intra-op threads: {cores}; spinning: off" in server.log()
+        f"providers: CPUExecutionProvider; intra-op threads: {half}; spinning: off" in server.log()
     )
 
 
+def test_one_predict_at_a_time_gives_the_session_every_core(serve, tmp_path, image_server):
+    app = classifier_app(tmp_path, ["r", "g", "b"], ("a.onnx", 3.0))
+    server = serve(app / "predictor.py", "--predict-concurrency", "1", cwd=app)
+    assert requests.post(server.url, json={"url": f"{image_server}/blue.png"}, timeout=10).ok
+    cores = len(os.sched_getaffinity(0))
+    assert f"intra-op threads: {cores};" in server.log()
+
+
 def test_model_path_flag_chooses_a_file(serve, tmp_path, image_server):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "predictor.py").write_text(CLASSIFIER)
-    (app / "labels.json").write_text(json.dumps(["r", "g", "b"]))
-    write_classifier(app / "a.onnx", scale=3.0)
+    app = classifier_app(tmp_path, ["r", "g", "b"], ("a.onnx", 3.0))
     write_classifier(tmp_path / "chosen.onnx", scale=5.0)
     server = serve(app / "predictor.py", "--model-path", str(tmp_path / "chosen.onnx"), cwd=app)
     logits = requests.post(server.url, json={"url": f"{image_server}/blue.png"}, timeout=10).json()[

@@ -94,3 +94,34 @@ def test_a_production_server_with_model_path_loads_that_model(serve, tmp_path):
     server = serve(app / "predictor.py", "--model-path", str(elsewhere), cwd=app, env=PRODUCTION)
     assert requests.post(server.url, json={}, timeout=10).status_code == 200
     assert f"loaded {elsewhere / 'chosen.onnx'} (searched {elsewhere};" in server.log()
+
+
+def _threads(cores: int, **options: object) -> int:
+    return sessions.intra_op_threads(resolve_settings(options, [], {}), cores)
+
+
+def test_one_call_at_a_time_gets_every_core():
+    assert _threads(8, predict_concurrency=1) == 8
+    assert _threads(2, predict_concurrency=1) == 2
+
+
+def test_pinned_calls_share_the_cores():
+    assert _threads(8, predict_concurrency=4) == 2
+    assert _threads(8, predict_concurrency=3) == 2
+    assert _threads(8, predict_concurrency=16) == 1
+
+
+def test_auto_gives_a_call_half_the_cores_and_at_least_one():
+    assert _threads(8) == 4
+    assert _threads(2) == 1
+    assert _threads(1) == 1
+
+
+def test_workers_and_instances_split_the_cores_too():
+    assert _threads(16, predict_concurrency=1, workers=2, devices="cpu,cpu") == 4
+    assert _threads(16, workers=4) == 2
+
+
+def test_onnx_threads_wins():
+    assert _threads(8, onnx_threads=3) == 3
+    assert _threads(1, onnx_threads=3, predict_concurrency=4) == 3

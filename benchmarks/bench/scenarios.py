@@ -13,6 +13,7 @@ import functools
 import http.client
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +127,11 @@ def s1_echo(bench: Bench, runtime: Runtime) -> None:
 
 
 # S2 servers of each runtime: (kind, predictor, extra flags, bodies sent). "Default settings"
-# passes no concurrency flag at all; "pc1" pins one predict at a time; "onnx1" gives each
-# session one intra-op thread, so that calls side by side (not threads within one) use
-# the cores.
+# passes no concurrency flag at all; "pc1" pins one predict at a time; "allcores" gives each
+# call every core (``--onnx-threads`` = the cores; by default a call gets half of them
+# under ``auto``), the default before it was measured here.
 _S2_MODEL = PREDICTORS / "s2_model"
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 S2Server = tuple[str, Path, list[str], tuple[str, ...]]
 S2_SERVERS: dict[str, list[S2Server]] = {
     REF: [("plain", _S2_MODEL / "predictor.py", [], ("json", "msgpack"))],
@@ -140,10 +142,12 @@ S2_SERVERS: dict[str, list[S2Server]] = {
     NEW: [
         ("plain", _S2_MODEL / "predictor.py", [], ("json", "msgpack")),
         ("pc1", _S2_MODEL / "predictor.py", ["--predict-concurrency", "1"], ("json",)),
-        ("onnx1", _S2_MODEL / "predictor.py", ["--onnx-threads", "1"], ("json",)),
+        ("allcores", _S2_MODEL / "predictor.py", ["--onnx-threads", str(_CORES)], ("json",)),
         ("batch", _S2_MODEL / "predictor_batch.py", [], ("json", "msgpack")),
     ],
 }
+# Servers whose lone request is timed too: one connection, p50 (what a quiet service sees).
+S2_LONE = {(REF, "plain"), (NEW, "plain"), (NEW, "pc1")}
 
 
 def s2_model(bench: Bench, runtime: Runtime) -> None:
@@ -157,6 +161,9 @@ def s2_model(bench: Bench, runtime: Runtime) -> None:
                 result = run_wrk(server.port, sent, 64, bench.seconds, path=server.path)
                 bench.record(f"s2.{kind}_{codec}.rps", runtime.name, result.ok_rps)
                 bench.record(f"s2.{kind}_{codec}.bad", runtime.name, result.bad)
+            if (runtime.name, kind) in S2_LONE:
+                lone = run_wrk(server.port, body, 1, bench.seconds, True, server.path)
+                bench.record(f"s2.{kind}_json.lone_p50_ms", runtime.name, lone.p50_ms or math.nan)
 
 
 _S3_IO = PREDICTORS / "s3_io"

@@ -224,9 +224,23 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "s2",
-        "s2.onnx1_json.rps",
-        f"{_MLP}, JSON, `--onnx-threads 1`",
+        "s2.allcores_json.rps",
+        f"{_MLP}, JSON, every core for each call (`--onnx-threads` = cores)",
         ceiling="model.b1",
+        runtimes=(NEW,),
+    ),
+    Target(
+        "s2",
+        "s2.plain_json.lone_p50_ms",
+        f"{_MLP}, JSON, p50 latency at 1 connection (ms)",
+        digits=2,
+        runtimes=(REF, NEW),
+    ),
+    Target(
+        "s2",
+        "s2.pc1_json.lone_p50_ms",
+        f"{_MLP}, JSON, `{_PC1}`, p50 latency at 1 connection (ms)",
+        digits=2,
         runtimes=(NEW,),
     ),
     Target(
