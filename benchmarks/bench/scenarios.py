@@ -30,7 +30,7 @@ from .constants import (
     S4_MAX_QUEUE,
     SCENARIOS,
 )
-from .load import OpenLoop, percentile, run_wrk
+from .load import OpenLoop, WrkResult, percentile, run_wrk
 from .proc import stop, tree_cpu_seconds, tree_pids, tree_pss_mb, tree_rss_mb
 from .results import Results
 from .servers import Runtime, Server, serving, start_server, wait_first_200
@@ -109,18 +109,25 @@ def warm_up(server: Server, body: Body, connections: int = 64) -> None:
     post(server.port, body, server.path, timeout=60.0)
 
 
+def cpu_timed_wrk(server: Server, body: Body, seconds: int) -> tuple[WrkResult, float]:
+    """wrk at 64 connections, and the server's CPU per request (utime + stime of its
+    process tree over the run / its requests, in us)."""
+    cpu_before = tree_cpu_seconds(server.proc.pid)
+    result = run_wrk(server.port, body, 64, seconds, path=server.path)
+    cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
+    return result, cpu * 1e6 / max(1, result.requests)
+
+
 def s1_echo(bench: Bench, runtime: Runtime) -> None:
     """Echo JSON: req/s and server CPU at 64 connections, latency at 1 connection."""
     body, name = BODIES["echo"], runtime.name
     path = LITSERVE / "s1_echo.py" if name == LIT else PREDICTORS / "s1_echo" / "predictor.py"
     with serving(runtime, path, "s1", body) as server:
         warm_up(server, body)
-        cpu_before = tree_cpu_seconds(server.proc.pid)
-        result = run_wrk(server.port, body, 64, bench.seconds, path=server.path)
-        cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
+        result, cpu_us = cpu_timed_wrk(server, body, bench.seconds)
         single = run_wrk(server.port, body, 1, bench.seconds, latency=True, path=server.path)
     bench.record("s1.rps", name, result.ok_rps)
-    bench.record("s1.cpu_us", name, cpu * 1e6 / max(1, result.requests))
+    bench.record("s1.cpu_us", name, cpu_us)
     bench.record("s1.bad", name, result.bad + single.bad)
     bench.record("s1.p50_ms", name, single.p50_ms or math.nan)
     bench.record("s1.p99_ms", name, single.p99_ms or math.nan)
@@ -158,8 +165,9 @@ def s2_model(bench: Bench, runtime: Runtime) -> None:
             warm_up(server, body)
             for codec in codecs:
                 sent = BODIES[f"row_{codec}"]
-                result = run_wrk(server.port, sent, 64, bench.seconds, path=server.path)
+                result, cpu_us = cpu_timed_wrk(server, sent, bench.seconds)
                 bench.record(f"s2.{kind}_{codec}.rps", runtime.name, result.ok_rps)
+                bench.record(f"s2.{kind}_{codec}.cpu_us", runtime.name, cpu_us)
                 bench.record(f"s2.{kind}_{codec}.bad", runtime.name, result.bad)
             if (runtime.name, kind) in S2_LONE:
                 lone = run_wrk(server.port, body, 1, bench.seconds, True, server.path)

@@ -217,6 +217,12 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "s2",
+        "s2.plain_json.cpu_us",
+        f"{_MLP}, JSON, server CPU per request (us)",
+        runtimes=(REF, LIT, NEW),
+    ),
+    Target(
+        "s2",
         "s2.pc1_json.rps",
         f"{_MLP}, JSON, `--predict-concurrency 1`",
         ceiling="model.b1",
