@@ -107,20 +107,30 @@ def test_a_predict_that_a_second_call_at_once_slows_tries_2_ever_more_rarely():
     assert spent.get(1, 0.0) / sum(spent.values()) > 0.95
 
 
+def shares_with_a_second_call_that_gains(
+    gain: float, call: float, noise: float, seed: int, until: float, since: float
+) -> tuple[float, float]:
+    """Calls of ``call`` seconds alone, of which two at once finish ``gain`` times as many
+    as one and more no more (each off by up to ``noise``, seeded): the share of the time
+    spent at 2, and above 3, after ``since``."""
+    clock = FakeClock()
+    limiter = Limiter(1, 10, adaptive=True, clock=clock)
+    rng = random.Random(seed)
+
+    def shared_cores(n: int) -> float:
+        return call * n / min(n, gain) * rng.uniform(1 - noise, 1 + noise)
+
+    spent = time_at_each_limit(limiter, clock, shared_cores, until=until, since=since)
+    total = sum(spent.values())
+    return spent.get(2, 0.0) / total, sum(t for n, t in spent.items() if n > 3) / total
+
+
 def test_a_second_call_that_finishes_1_4x_as_many_is_kept():
     """An onnxruntime session with one thread on 2 cores that also serve HTTP: two calls
     at once finish 1.4x as many as one (not 2x), and more than two no more."""
-    clock = FakeClock()
-    limiter = Limiter(1, 10, adaptive=True, clock=clock)
-    rng = random.Random(7)
-
-    def shared_cores(n: int) -> float:
-        return 0.005 * n / min(n, 1.4) * rng.uniform(0.8, 1.2)
-
-    spent = time_at_each_limit(limiter, clock, shared_cores, until=40.0, since=5.0)
-    total = sum(spent.values())
-    assert spent.get(2, 0.0) / total > 0.9
-    assert sum(t for n, t in spent.items() if n > 3) / total < 0.02
+    at_2, above_3 = shares_with_a_second_call_that_gains(1.4, 0.005, 0.2, 7, 40.0, 5.0)
+    assert at_2 > 0.9
+    assert above_3 < 0.02
 
 
 def test_a_second_call_that_finishes_1_25x_as_many_is_kept():
@@ -128,17 +138,9 @@ def test_a_second_call_that_finishes_1_25x_as_many_is_kept():
     call, cores shared with HTTP and the load generator. Measured (``benchmarks/`` S2,
     pinned): one call at a time 1,383 req/s, two 1,769 (1.28x), three 1,731. Left at 1, the
     server would use one core for the model."""
-    clock = FakeClock()
-    limiter = Limiter(1, 10, adaptive=True, clock=clock)
-    rng = random.Random(11)
-
-    def shared_cores(n: int) -> float:
-        return 0.0006 * n / min(n, 1.25) * rng.uniform(0.9, 1.1)
-
-    spent = time_at_each_limit(limiter, clock, shared_cores, until=30.0, since=3.0)
-    total = sum(spent.values())
-    assert spent.get(2, 0.0) / total > 0.9
-    assert sum(t for n, t in spent.items() if n > 3) / total < 0.02
+    at_2, above_3 = shares_with_a_second_call_that_gains(1.25, 0.0006, 0.1, 11, 30.0, 3.0)
+    assert at_2 > 0.9
+    assert above_3 < 0.02
 
 
 def noisy_io(seed: int) -> Callable[[int], float]:
