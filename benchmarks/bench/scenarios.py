@@ -13,10 +13,11 @@ import functools
 import http.client
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from openbayes_serving.sessions import available_cores
 
 from .bodies import BODIES, Body, post
 from .ceilings import measure_model_alone, time_compute
@@ -138,7 +139,7 @@ def s1_echo(bench: Bench, runtime: Runtime) -> None:
 # call every core (``--onnx-threads`` = the cores; by default a call gets half of them
 # under ``auto``), the default before it was measured here.
 _S2_MODEL = PREDICTORS / "s2_model"
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_CORES = available_cores()
 S2Server = tuple[str, Path, list[str], tuple[str, ...]]
 S2_SERVERS: dict[str, list[S2Server]] = {
     REF: [("plain", _S2_MODEL / "predictor.py", [], ("json", "msgpack"))],
