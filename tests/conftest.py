@@ -190,6 +190,27 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
     return thread
 
 
+def wait_for_load(url: str, running: int, waiting: int = 0, seconds: float = 10) -> None:
+    """Poll ``/metrics`` until ``running`` predicts run and ``waiting`` requests wait for one.
+
+    What a test that holds the server busy waits on before it acts: a fixed sleep after
+    ``post_in_background`` is too short when a loaded machine is slow to send the request.
+    """
+    deadline = time.monotonic() + seconds
+    seen: tuple[float, float] = (-1, -1)
+    while time.monotonic() < deadline:
+        text = requests.get(url + "/metrics", timeout=5).text
+        values = dict(line.split(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+        seen = (
+            float(values["openbayes_serving_predicts_running"]),
+            float(values["openbayes_serving_queue_depth"]),
+        )
+        if seen == (running, waiting):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"(running, waiting) {seen} not {(running, waiting)} within {seconds}s")
+
+
 # Tests that time what they assert (how soon an answer comes, how many calls run at once
 # within a window, when a watchdog or a deadline fires). They are marked ``serial``: `make
 # test` runs them in a pass of their own, after the parallel pass (``pytest -n``), so that

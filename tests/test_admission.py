@@ -7,7 +7,7 @@ import time
 
 import orjson
 import requests
-from conftest import post_in_background
+from conftest import post_in_background, wait_for_load
 
 
 def head(port: int, length: int, body: bytes = b"") -> socket.socket:
@@ -37,7 +37,7 @@ def answer(sock: socket.socket) -> tuple[int, dict]:
 def test_a_request_the_full_queue_refuses_gets_503_before_sending_its_body(serve):
     server = serve("sleeper", "--predict-concurrency", "1", "--max-queue", "0")
     busy = post_in_background(server.url, {"id": 1, "sleep": 2})
-    time.sleep(0.5)
+    wait_for_load(server.url, running=1)
     started = time.monotonic()
     with head(server.port, 32 * 1024 * 1024) as sock:  # 32 MiB announced, none sent
         status, body = answer(sock)
@@ -68,9 +68,9 @@ def test_a_request_that_would_wait_past_max_queue_wait_gets_503_at_once(serve):
     )
     for i in range(16):  # the first 16 calls time predict: 0.1 s each
         assert requests.post(server.url, json={"id": i, "sleep": 0.1}, timeout=10).ok
-    # one runs, two wait: a third would wait (2 + 1) x 0.1 s, past 0.25 s
-    busy = [post_in_background(server.url, {"id": 100 + i, "sleep": 0.5}) for i in range(3)]
-    time.sleep(0.2)
+    # one runs, two wait: a fourth would wait (2 + 1) x 0.1 s, past 0.25 s
+    busy = [post_in_background(server.url, {"id": 100 + i, "sleep": 0.8}) for i in range(3)]
+    wait_for_load(server.url, running=1, waiting=2)
     started = time.monotonic()
     refused = requests.post(server.url, json={"id": 200}, timeout=10)
     assert time.monotonic() - started < 0.5

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgpack
 import pytest
 import requests
-from conftest import PREDICTORS, launch, post_in_background
+from conftest import PREDICTORS, launch, post_in_background, wait_for_load
 from fakes import FAKE_WAIT, FakeHandler, FakeServer, png_bytes, running
 
 from openbayes_serving import Client, PredictError
@@ -498,7 +498,7 @@ def test_client_against_the_runtime_json_msgpack_stream_and_errors(shared_server
 def test_the_client_waits_out_an_overloaded_runtime_and_its_refusals_never_ran(serve):
     server = serve("sleeper", "--predict-concurrency", "1", "--max-queue", "0")
     busy = post_in_background(server.url, {"id": "first", "sleep": 1.5}, timeout=10)
-    time.sleep(0.3)  # the first request holds the only slot; the queue takes none
+    wait_for_load(server.url, running=1)  # the first request holds the only slot; no queue
 
     with Client(server.url, timeout=10, max_retries=0) as once:
         with pytest.raises(PredictError) as info:
@@ -527,7 +527,7 @@ def test_a_predict_sent_while_the_server_starts_gets_its_answer(tmp_path):
 def test_a_client_deadline_shorter_than_the_queue_wait_is_answered_504_and_never_runs(serve):
     server = serve("sleeper", "--predict-concurrency", "1")
     busy = post_in_background(server.url, {"id": "first", "sleep": 2}, timeout=10)
-    time.sleep(0.3)  # the first request holds the only slot: the next one queues
+    wait_for_load(server.url, running=1)  # the first request holds the only slot: the next queues
 
     started = time.monotonic()
     with Client(server.url, timeout=0.5) as client:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 from asgi_calls import instance, post, run
-from conftest import post_in_background
+from conftest import post_in_background, wait_for_load
 
 import openbayes_serving as serv
 from openbayes_serving.request import Request
@@ -22,7 +22,7 @@ BAD_VALUES = ["soon", "-1", "0", "0.0", "nan", "inf", "1e400", "1,5", "", "2s"]
 def test_a_request_whose_header_deadline_passes_in_the_queue_is_504_and_never_runs(serve):
     server = serve("sleeper", "--predict-concurrency", "1")
     busy = post_in_background(server.url, {"id": "busy", "sleep": 1.5})
-    time.sleep(0.3)
+    wait_for_load(server.url, running=1)
     started = time.monotonic()
     late = requests.post(
         server.url, json={"id": "late"}, headers={"X-Request-Timeout": "0.3"}, timeout=10
@@ -65,7 +65,7 @@ def test_a_bad_header_value_is_400_json(shared_server, value):
 def test_the_client_timeout_reaches_the_server_as_its_deadline(serve):
     server = serve("sleeper", "--predict-concurrency", "1")
     busy = post_in_background(server.url, {"id": "busy", "sleep": 1.5})
-    time.sleep(0.3)
+    wait_for_load(server.url, running=1)
     with serv.Client(server.url, timeout=0.4, max_retries=0) as client:
         with pytest.raises(serv.PredictError) as caught:
             client.predict(json={"id": "from-client"})

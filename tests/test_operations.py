@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import post_in_background
+from conftest import post_in_background, wait_for_load
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -46,7 +46,7 @@ def test_metrics_count_503_and_504(serve):
     server = serve("sleeper", "--max-queue", "0", "--request-timeout", "0.3")
 
     slow = post_in_background(server.url, {"sleep": 0.6}, timeout=10)
-    time.sleep(0.1)
+    wait_for_load(server.url, running=1)
     assert requests.post(server.url, json={}, timeout=5).status_code == 503
     slow.join(10)
     text = requests.get(server.url + "/metrics", timeout=5).text
