@@ -9,7 +9,7 @@ import time
 
 import pytest
 import requests
-from conftest import post_in_background
+from conftest import post_in_background, wait_for_load
 
 
 def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[requests.Response]:
@@ -125,7 +125,7 @@ def _timed_post(url: str, body: dict) -> tuple[int, float, requests.Response]:
 def test_request_that_cannot_finish_in_time_is_504_and_never_runs_later(serve):
     server = serve("sleeper", "--request-timeout", "0.5")
     first = post_in_background(server.url, {"sleep": 1.0}, timeout=10)
-    time.sleep(0.1)
+    wait_for_load(server.url, running=1)
     started = time.monotonic()
     rv = requests.post(server.url, json={"sleep": 0, "id": "late"}, timeout=10)
     assert rv.status_code == 504
@@ -140,14 +140,14 @@ def test_request_that_cannot_finish_in_time_is_504_and_never_runs_later(serve):
 def test_queued_request_whose_client_left_is_dropped_not_run(serve):
     server = serve("sleeper")
     first = post_in_background(server.url, {"sleep": 1.0, "id": "first"}, timeout=10)
-    time.sleep(0.2)
+    wait_for_load(server.url, running=1)
     body = b'{"id": "gone"}'
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        time.sleep(0.2)  # queued behind "first", then the client hangs up
+        wait_for_load(server.url, running=1, waiting=1)  # behind "first"; then the client leaves
     first.join(10)
     assert requests.post(server.url, json={"id": "next"}, timeout=5).json() == {"id": "next"}
     ran = requests.post(server.url, json={"ran": True}, timeout=5).json()["ran"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from conftest import PREDICTORS, clean_env, free_port, post_in_background
+from conftest import PREDICTORS, clean_env, free_port, post_in_background, wait_for_load
 
 from openbayes_serving.lifecycle import EXIT_DRAIN_TIMEOUT
 
@@ -131,7 +131,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serve):
 def test_readyz_turns_503_while_draining(serve):
     server = serve("sleeper", "--graceful-timeout", "20")
     slow = post_in_background(server.url, {"sleep": 1.5})
-    time.sleep(0.3)
+    wait_for_load(server.url, running=1)
     session = requests.Session()
     assert session.get(server.url + "/readyz", timeout=5).status_code == 200
     server.proc.send_signal(signal.SIGTERM)
