@@ -16,6 +16,7 @@ import orjson
 import pytest
 import requests
 from asgi_calls import instance, post, run
+from conftest import wait_for_load
 
 import openbayes_serving as serv
 from openbayes_serving.errors import PredictorError
@@ -72,7 +73,7 @@ def test_a_predict_polling_cancelled_returns_when_the_client_hangs_up_and_the_ne
         )
     )
     second.start()
-    time.sleep(0.3)  # the second request waits in the queue behind the first
+    wait_for_load(server.url, running=1, waiting=1)  # the second waits behind the first
     assert len(events(log)) == 1
     hung_up = time.monotonic()
     first.close()

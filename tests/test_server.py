@@ -221,9 +221,9 @@ def test_requests_still_running_at_graceful_timeout_get_503_and_the_exit_code_sa
         answers[i] = requests.post(server.url, json={"sleep": sleep, "id": i}, timeout=30)
 
     threads = [threading.Thread(target=call, args=(i, 8.0 if i == 0 else 0.1)) for i in range(2)]
-    for thread in threads:
+    for waiting, thread in enumerate(threads):  # one predict runs (8 s), then one waits for it
         thread.start()
-        time.sleep(0.5)  # one predict runs (8 s), then one waits for it
+        wait_for_load(server.url, running=1, waiting=waiting)
     stopping = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for thread in threads:
