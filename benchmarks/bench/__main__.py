@@ -108,7 +108,9 @@ def run_benchmarks(args: argparse.Namespace) -> int:
         sections=Path(args.sections),
     )
     text = write_report(HERE / args.output, bench.results, info)
-    (WORK / "results.json").write_text(json.dumps(bench.results.values, indent=1))
+    # Raw values named after the report: a quick run's never overwrite a full run's.
+    raw = WORK / f"{Path(args.output).stem.lower()}.json"  # results.json, results-quick.json
+    raw.write_text(json.dumps(bench.results.values, indent=1))
     sys.stdout.write(text)
     return 1 if bench.results.failures else 0
 
