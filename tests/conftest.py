@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,6 +191,19 @@ def post_in_background(url: str, body: Any, timeout: float = 30) -> threading.Th
     return thread
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = (
+        rf"^{re.escape(name)}(?:\{{{re.escape(label_text)}\}})? ([0-9.e+-]+)$"
+        if labels
+        else rf"^{re.escape(name)} ([0-9.e+-]+)$"
+    )
+    match = re.search(pattern, text, re.M)
+    assert match, f"{name} {labels} not in metrics"
+    return float(match.group(1))
+
+
 def wait_for_load(url: str, running: int, waiting: int = 0, seconds: float = 10) -> None:
     """Poll ``/metrics`` until ``running`` predicts run and ``waiting`` requests wait for one.
 
@@ -200,10 +214,9 @@ def wait_for_load(url: str, running: int, waiting: int = 0, seconds: float = 10)
     seen: tuple[float, float] = (-1, -1)
     while time.monotonic() < deadline:
         text = requests.get(url + "/metrics", timeout=5).text
-        values = dict(line.split(" ", 1) for line in text.splitlines() if line and line[0] != "#")
         seen = (
-            float(values["openbayes_serving_predicts_running"]),
-            float(values["openbayes_serving_queue_depth"]),
+            metric(text, "openbayes_serving_predicts_running"),
+            metric(text, "openbayes_serving_queue_depth"),
         )
         if seen == (running, waiting):
             return

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import requests
 from asgi_calls import instance, post, run
-from conftest import wait_for_load
+from conftest import metric, wait_for_load
 
 import openbayes_serving as serv
 from openbayes_serving.errors import PredictorError
@@ -53,10 +53,9 @@ def send_raw(port: int, body: dict[str, Any]) -> socket.socket:
     return sock
 
 
-def metric(url: str, reason: str) -> float:
+def cancelled(url: str, reason: str) -> float:
     text = requests.get(f"{url}/metrics", timeout=10).text
-    prefix = f'openbayes_serving_cancelled_total{{reason="{reason}"}} '
-    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
+    return metric(text, "openbayes_serving_cancelled_total", reason=reason)
 
 
 def test_a_predict_polling_cancelled_returns_when_the_client_hangs_up_and_the_next_starts(
@@ -86,8 +85,8 @@ def test_a_predict_polling_cancelled_returns_when_the_client_hangs_up_and_the_ne
     assert started["at"] - hung_up < 0.5
     assert answers[0].status_code == 200
     assert answers[0].json() == {"id": "second", "cancelled": False, "reason": None}
-    assert metric(server.url, "disconnect") == 1
-    assert metric(server.url, "deadline") == 0
+    assert cancelled(server.url, "disconnect") == 1
+    assert cancelled(server.url, "deadline") == 0
 
 
 def test_a_running_predict_sees_its_deadline_and_frees_its_slot(serve, tmp_path):
@@ -109,7 +108,7 @@ def test_a_running_predict_sees_its_deadline_and_frees_its_slot(serve, tmp_path)
     began = time.monotonic()
     assert requests.post(server.url, json={"id": "next", "log": str(log)}, timeout=10).ok
     assert time.monotonic() - began < 0.5
-    assert metric(server.url, "deadline") == 1
+    assert cancelled(server.url, "deadline") == 1
 
 
 def test_a_streaming_predict_sees_the_client_leave(serve, tmp_path):
@@ -124,7 +123,7 @@ def test_a_streaming_predict_sees_the_client_leave(serve, tmp_path):
     assert stopped["cancelled"] is True
     assert stopped["reason"] == "disconnect"
     assert stopped["at"] - hung_up < 0.5
-    assert metric(server.url, "disconnect") == 1
+    assert cancelled(server.url, "disconnect") == 1
 
 
 def test_each_item_of_a_batch_has_its_own_cancelled(serve):
@@ -182,9 +181,7 @@ class Poller:
 
 
 def metric_of(client: LocalClient, reason: str) -> float:
-    prefix = f'openbayes_serving_cancelled_total{{reason="{reason}"}} '
-    text = client.get("/metrics").text
-    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
+    return metric(client.get("/metrics").text, "openbayes_serving_cancelled_total", reason=reason)
 
 
 def test_in_process_a_client_hanging_up_stops_predict_and_the_next_starts():

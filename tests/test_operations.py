@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 
 import pytest
 import requests
-from conftest import post_in_background, wait_for_load
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition."""
-    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = (
-        rf"^{re.escape(name)}(?:\{{{re.escape(label_text)}\}})? ([0-9.e+-]+)$"
-        if labels
-        else rf"^{re.escape(name)} ([0-9.e+-]+)$"
-    )
-    match = re.search(pattern, text, re.M)
-    assert match, f"{name} {labels} not in metrics"
-    return float(match.group(1))
+from conftest import metric, post_in_background, wait_for_load
 
 
 def test_metrics_count_requests_stages_and_batches(serve):

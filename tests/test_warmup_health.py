@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import PREDICTORS, clean_env, free_port
+from conftest import PREDICTORS, clean_env, free_port, metric
 
 from openbayes_serving.errors import StartupError
 from openbayes_serving.instances import HEALTH_TIMEOUT
@@ -38,12 +38,6 @@ def wait_alive(url: str, seconds: float = 30) -> None:
     raise AssertionError(f"{url} did not answer /healthz within {seconds}s")
 
 
-def metric_value(url: str, name: str) -> float:
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    line = next(line for line in text.splitlines() if line.startswith(name + " "))
-    return float(line.split()[1])
-
-
 def test_warmup_runs_before_readyz_turns_200_and_requests_wait_for_it(serve):
     server = serve("warmup_health", ready=False, env={"WARMUP_SECONDS": "1.5"})
     wait_alive(server.url)
@@ -54,7 +48,8 @@ def test_warmup_runs_before_readyz_turns_200_and_requests_wait_for_it(serve):
     assert early.status_code == 200
     assert early.json()["warm"] is True
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
-    assert metric_value(server.url, "openbayes_serving_warmup_seconds") >= 1.5
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert metric(text, "openbayes_serving_warmup_seconds") >= 1.5
 
 
 def test_a_warmup_that_raises_is_a_load_failure_with_one_line(tmp_path):
