@@ -164,8 +164,12 @@ def test_ray_replicas_keep_the_http_contract(ray_server):
 
 def test_ray_requests_spread_over_both_replicas_and_batch_within_each(ray_server):
     assert len(pids_seen(ray_server.url)) == REPLICAS
+    # Each batch takes 0.2 s, so the requests a replica gets meanwhile join the next one
+    # however slowly a loaded machine's proxy hands them over (at 20 ms they could come
+    # one by one, each after the last was answered: batches of 1).
+    body = {"sleep": 0.2}
     with ThreadPoolExecutor(16) as pool:
-        answers = [a.json() for a in pool.map(lambda i: post(ray_server.url, {"i": i}), range(32))]
+        answers = [a.json() for a in pool.map(lambda i: post(ray_server.url, body), range(32))]
     assert max(a["batch"] for a in answers) > 1  # the replica's batcher ran
     assert max(a["peak"] for a in answers) == 1  # the pinned predict_concurrency 1 per replica
 
